@@ -1,1 +1,10 @@
-//! placeholder
+//! namegate: a signal admission gateway for Kubernetes where the RemediationRequest name is the lock.
+//!
+//! A request flows `http` → `adapters` (decode, validate, fingerprint) → `admission` (consult the
+//! `index`, create `name(fp, k+1)` or count a duplicate) → `occurrence` (coalesced status writes) and
+//! `audit` (the tamper-evident trail). See `docs/architecture.md`.
+#![forbid(unsafe_code)]
+
+pub mod adapters;
+pub mod audit;
+pub mod signal;

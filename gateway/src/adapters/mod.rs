@@ -1,0 +1,1 @@
+//! Wire formats in, [`crate::signal::Decoded`] out.
