@@ -1,0 +1,1268 @@
+//! The Alertmanager webhook v4 adapter (`POST /api/v1/signals/prometheus`, contract §3, §4).
+//!
+//! # Envelope
+//!
+//! `version, groupKey, truncatedAlerts, status, receiver, groupLabels, commonLabels,
+//! commonAnnotations, externalURL, alerts[]`. The body must be a JSON object with a non-empty
+//! `alerts` array of at most [`AdapterConfig::max_alerts_per_batch`] elements. `version`, when
+//! present, must be `"4"` (Alertmanager always sends it; direct API clients may omit it).
+//! `status` and `groupLabels` are not used: each alert carries its own status, and the group
+//! labels are a subset of `commonLabels`. Anything wrong here rejects the whole request
+//! ([`RequestError`]).
+//!
+//! # One alert
+//!
+//! Each element of `alerts[]` is decoded on its own; a problem yields [`Decoded::Invalid`] for that
+//! alert only, with a path such as `alerts[3].labels.namespace`.
+//!
+//! - `status`: `"firing"` (also when absent) or `"resolved"`; resolved alerts become
+//!   [`Decoded::Resolved`] — never a signal (the kubernaut gateway processed them as firing, §12) —
+//!   with the fingerprint when the target can be derived.
+//! - labels = `commonLabels` overlaid by the alert's `labels` (the alert's value wins); the same
+//!   for annotations. Caps per [`super::limits`].
+//! - signal name = label `alertname` (required, at most 253 characters).
+//! - severity = label `severity`, `"warning"` when absent or empty (Alertmanager routes without a
+//!   severity are usually warnings; the kubernaut gateway used `"unknown"`, which no severity
+//!   policy matches), truncated to 50 characters.
+//! - firing time = `startsAt` (RFC 3339); absent or Go's zero time `0001-01-01T00:00:00Z` → the
+//!   received time. Received time = `now`.
+//! - cluster = `commonLabels.cluster`, else the alert's `cluster` label; empty means none. It is
+//!   used as is, with no fleet configuration required (the kubernaut gateway answered 500, §12).
+//! - provider data (JSON text, every key always present, `null` when absent):
+//!   `{"groupKey", "receiver", "externalURL", "generatorURL", "alertFingerprint",
+//!   "truncatedAlerts"}` — `alertFingerprint` is Alertmanager's own per-alert fingerprint.
+//! - original payload = the alert's JSON exactly as sent.
+//!
+//! # Target (§4)
+//!
+//! Namespace = label `exported_namespace`, else `namespace` (the `exported_` form is the one the
+//! metric itself carried when Prometheus' target labels clashed with it, so it is the truth).
+//! Kind and name come from the first resource label present with a non-empty value, in this
+//! order; for each key `exported_<key>` is tried before `<key>` for the same reason:
+//!
+//! | label key      | kind          | apiVersion | scope          |
+//! |----------------|---------------|------------|----------------|
+//! | `deployment`   | `Deployment`  | `apps/v1`  | namespaced     |
+//! | `statefulset`  | `StatefulSet` | `apps/v1`  | namespaced     |
+//! | `daemonset`    | `DaemonSet`   | `apps/v1`  | namespaced     |
+//! | `cronjob`      | `CronJob`     | `batch/v1` | namespaced     |
+//! | `job_name`     | `Job`         | `batch/v1` | namespaced     |
+//! | `replicaset`   | `ReplicaSet`  | `apps/v1`  | namespaced     |
+//! | (discovered, [`AdapterConfig::extra_resource_labels`]) | | |   |
+//! | `pod`          | `Pod`         | `v1`       | namespaced     |
+//! | `node`         | `Node`        | `v1`       | cluster-scoped |
+//!
+//! `job` is Prometheus' scrape job (`job="kube-state-metrics"`), never a kind: kube-state-metrics
+//! names Jobs with `job_name`. Likewise `service`, `instance`, `endpoint`, `container` and
+//! `namespace` describe the scrape target or a sub-object and are never kinds. Workload labels
+//! come before `pod` because a pod-level alert from kube-state-metrics also carries its
+//! controller's label, and `pod` before `node` because pod metrics carry the node they run on.
+//! A cluster-scoped target has an empty namespace whatever the namespace labels say. No resource
+//! label → invalid (`alerts[i].labels`); a namespaced kind without a namespace → invalid
+//! (`alerts[i].labels.namespace`).
+
+use std::collections::BTreeMap;
+
+use crd_schema::Target;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::freshness::{check_starts_at, check_x_timestamp};
+use super::limits::{MapKind, cap_map, check_map, quote, truncate_chars};
+use super::{
+    AdapterConfig, MAX_CLUSTER_LEN, MAX_NAME_LEN, MAX_SEVERITY_LEN, RequestError, body_error,
+    body_text, duplicate_field, field_key, namespace_problem, object_name_problem, parse_opt,
+    parse_string_map, parse_time, signal_name_problem,
+};
+use crate::signal::{Decoded, InvalidSignal, Signal, Source};
+
+/// A label key that names a resource kind; used for [`AdapterConfig::extra_resource_labels`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceLabel {
+    /// The label key, e.g. `horizontalpodautoscaler`.
+    pub label: String,
+    /// The kind it names, e.g. `HorizontalPodAutoscaler`.
+    pub kind: String,
+    pub api_version: Option<String>,
+    pub cluster_scoped: bool,
+}
+
+/// One built-in row of the resource label table.
+struct Builtin {
+    label: &'static str,
+    exported: &'static str,
+    kind: &'static str,
+    api_version: &'static str,
+    cluster_scoped: bool,
+}
+
+const fn row(
+    label: &'static str,
+    exported: &'static str,
+    kind: &'static str,
+    api_version: &'static str,
+    cluster_scoped: bool,
+) -> Builtin {
+    Builtin {
+        label,
+        exported,
+        kind,
+        api_version,
+        cluster_scoped,
+    }
+}
+
+/// Workload labels, checked first.
+const WORKLOADS: [Builtin; 6] = [
+    row(
+        "deployment",
+        "exported_deployment",
+        "Deployment",
+        "apps/v1",
+        false,
+    ),
+    row(
+        "statefulset",
+        "exported_statefulset",
+        "StatefulSet",
+        "apps/v1",
+        false,
+    ),
+    row(
+        "daemonset",
+        "exported_daemonset",
+        "DaemonSet",
+        "apps/v1",
+        false,
+    ),
+    row("cronjob", "exported_cronjob", "CronJob", "batch/v1", false),
+    row("job_name", "exported_job_name", "Job", "batch/v1", false),
+    row(
+        "replicaset",
+        "exported_replicaset",
+        "ReplicaSet",
+        "apps/v1",
+        false,
+    ),
+];
+
+/// Leaf labels, checked after workloads and discovered kinds.
+const LEAVES: [Builtin; 2] = [
+    row("pod", "exported_pod", "Pod", "v1", false),
+    row("node", "exported_node", "Node", "v1", true),
+];
+
+/// Label keys that describe the scrape target, the alert or a sub-object: never a kind.
+const NEVER_KINDS: [&str; 11] = [
+    "job",
+    "service",
+    "instance",
+    "endpoint",
+    "container",
+    "namespace",
+    "alertname",
+    "severity",
+    "cluster",
+    "prometheus",
+    "uid",
+];
+
+/// The label keys listed in "no resource label" details.
+const EXPECTED_LABELS: &str =
+    "deployment, statefulset, daemonset, cronjob, job_name, replicaset, pod or node";
+
+/// Go's zero `time.Time`, which Alertmanager clients send for "unset".
+const GO_ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    version: Option<&'a RawValue>,
+    #[serde(borrow, rename = "groupKey")]
+    group_key: Option<&'a RawValue>,
+    #[serde(borrow, rename = "truncatedAlerts")]
+    truncated_alerts: Option<&'a RawValue>,
+    #[serde(borrow)]
+    receiver: Option<&'a RawValue>,
+    #[serde(borrow, rename = "commonLabels")]
+    common_labels: Option<&'a RawValue>,
+    #[serde(borrow, rename = "commonAnnotations")]
+    common_annotations: Option<&'a RawValue>,
+    #[serde(borrow, rename = "externalURL")]
+    external_url: Option<&'a RawValue>,
+    #[serde(borrow)]
+    alerts: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RawAlert<'a> {
+    #[serde(borrow)]
+    status: Option<&'a RawValue>,
+    #[serde(borrow)]
+    labels: Option<&'a RawValue>,
+    #[serde(borrow)]
+    annotations: Option<&'a RawValue>,
+    #[serde(borrow, rename = "startsAt")]
+    starts_at: Option<&'a RawValue>,
+    #[serde(borrow, rename = "generatorURL")]
+    generator_url: Option<&'a RawValue>,
+    #[serde(borrow)]
+    fingerprint: Option<&'a RawValue>,
+}
+
+/// `spec.providerData` of an Alertmanager signal.
+#[derive(Serialize)]
+struct ProviderData<'a> {
+    #[serde(rename = "groupKey")]
+    group_key: Option<&'a str>,
+    receiver: Option<&'a str>,
+    #[serde(rename = "externalURL")]
+    external_url: Option<&'a str>,
+    #[serde(rename = "generatorURL")]
+    generator_url: Option<&'a str>,
+    #[serde(rename = "alertFingerprint")]
+    alert_fingerprint: Option<&'a str>,
+    #[serde(rename = "truncatedAlerts")]
+    truncated_alerts: Option<u64>,
+}
+
+/// What every alert of a batch shares.
+struct Batch {
+    group_key: Option<String>,
+    receiver: Option<String>,
+    external_url: Option<String>,
+    truncated_alerts: Option<u64>,
+    common_labels: BTreeMap<String, String>,
+    common_annotations: BTreeMap<String, String>,
+    /// `commonLabels.cluster`, when non-empty.
+    cluster: Option<String>,
+}
+
+/// Decodes an Alertmanager webhook v4 body into one [`Decoded`] per alert, in order.
+///
+/// `x_timestamp` is the `X-Timestamp` header, if the request had one; `now` is the gateway clock.
+/// See the module documentation for every rule.
+pub fn decode_alertmanager(
+    body: &[u8],
+    x_timestamp: Option<&str>,
+    now: Timestamp,
+    cfg: &AdapterConfig,
+) -> Result<Vec<Decoded>, RequestError> {
+    if let Some(header) = x_timestamp {
+        check_x_timestamp(header, now, &cfg.freshness)?;
+    }
+    let text = body_text(body)?;
+    let envelope: Envelope<'_> =
+        serde_json::from_str(text).map_err(|e| body_error(&e, "an Alertmanager webhook v4"))?;
+
+    let envelope_field = |e: InvalidSignal| RequestError::malformed(e.field, e.detail);
+    if let Some(version) =
+        parse_opt::<String>(envelope.version, "version", "a string").map_err(envelope_field)?
+        && version != "4"
+    {
+        return Err(RequestError::malformed(
+            "version",
+            format!(
+                "unsupported webhook version {}; only \"4\" is accepted",
+                quote(&version)
+            ),
+        ));
+    }
+    let raw_alerts = envelope.alerts.ok_or_else(|| {
+        RequestError::malformed("alerts", "required: the webhook carries no alerts array")
+    })?;
+    let alerts: Vec<&RawValue> = serde_json::from_str::<Option<Vec<&RawValue>>>(raw_alerts.get())
+        .ok()
+        .flatten()
+        .ok_or_else(|| RequestError::malformed("alerts", "must be an array of alerts"))?;
+    if alerts.is_empty() {
+        return Err(RequestError::malformed(
+            "alerts",
+            "must contain at least one alert",
+        ));
+    }
+    if alerts.len() > cfg.max_alerts_per_batch {
+        return Err(RequestError::TooManyAlerts {
+            count: alerts.len(),
+            max: cfg.max_alerts_per_batch,
+        });
+    }
+
+    let batch = decode_batch(&envelope, cfg)?;
+    let mut newest: Option<(usize, Timestamp)> = None;
+    let decoded = alerts
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            let (decoded, starts_at) = decode_alert(i, raw, &batch, now, cfg);
+            if let Some(t) = starts_at
+                && newest.is_none_or(|(_, n)| t > n)
+            {
+                newest = Some((i, t));
+            }
+            decoded
+        })
+        .collect();
+
+    if x_timestamp.is_none()
+        && let Some((i, t)) = newest
+    {
+        check_starts_at(&format!("alerts[{i}].startsAt"), t, now, &cfg.freshness)?;
+    }
+    Ok(decoded)
+}
+
+fn decode_batch(envelope: &Envelope<'_>, cfg: &AdapterConfig) -> Result<Batch, RequestError> {
+    let to_request = |e: InvalidSignal| RequestError::malformed(e.field, e.detail);
+    let string = |raw, field| parse_opt::<String>(raw, field, "a string").map_err(to_request);
+    let common_labels = parse_string_map(envelope.common_labels, "commonLabels")
+        .map_err(to_request)?
+        .unwrap_or_default();
+    check_map(&common_labels, MapKind::Labels, &cfg.limits, "commonLabels").map_err(to_request)?;
+    let common_annotations = parse_string_map(envelope.common_annotations, "commonAnnotations")
+        .map_err(to_request)?
+        .unwrap_or_default();
+    check_map(
+        &common_annotations,
+        MapKind::Annotations,
+        &cfg.limits,
+        "commonAnnotations",
+    )
+    .map_err(to_request)?;
+    let cluster = cluster_id(&common_labels, "commonLabels.cluster").map_err(to_request)?;
+    Ok(Batch {
+        group_key: string(envelope.group_key, "groupKey")?,
+        receiver: string(envelope.receiver, "receiver")?,
+        external_url: string(envelope.external_url, "externalURL")?,
+        truncated_alerts: parse_opt::<u64>(
+            envelope.truncated_alerts,
+            "truncatedAlerts",
+            "a non-negative integer",
+        )
+        .map_err(to_request)?,
+        common_labels,
+        common_annotations,
+        cluster,
+    })
+}
+
+/// The `cluster` label of `labels`, when present and non-empty.
+fn cluster_id(
+    labels: &BTreeMap<String, String>,
+    field: &str,
+) -> Result<Option<String>, InvalidSignal> {
+    match labels.get("cluster").filter(|c| !c.is_empty()) {
+        None => Ok(None),
+        Some(c) if c.chars().count() > MAX_CLUSTER_LEN || c.chars().any(char::is_control) => {
+            Err(InvalidSignal::new(
+                field,
+                format!(
+                    "a cluster ID is at most {MAX_CLUSTER_LEN} characters without control characters"
+                ),
+            ))
+        }
+        Some(c) => Ok(Some(c.clone())),
+    }
+}
+
+/// Decodes alert `i`; also returns its `startsAt` when it is a valid firing signal, for the
+/// batch's freshness check.
+fn decode_alert(
+    i: usize,
+    raw: &RawValue,
+    batch: &Batch,
+    now: Timestamp,
+    cfg: &AdapterConfig,
+) -> (Decoded, Option<Timestamp>) {
+    match decode_alert_inner(i, raw, batch, now, cfg) {
+        Ok(Alert::Firing(signal, starts_at)) => (Decoded::Signal(signal), starts_at),
+        Ok(Alert::Resolved(decoded)) => (decoded, None),
+        Err(invalid) => (Decoded::Invalid(invalid), None),
+    }
+}
+
+enum Alert {
+    Firing(Box<Signal>, Option<Timestamp>),
+    Resolved(Decoded),
+}
+
+fn decode_alert_inner(
+    i: usize,
+    raw: &RawValue,
+    batch: &Batch,
+    now: Timestamp,
+    cfg: &AdapterConfig,
+) -> Result<Alert, InvalidSignal> {
+    let at = |field: &str| format!("alerts[{i}].{field}");
+    let alert: RawAlert<'_> = serde_json::from_str(raw.get()).map_err(|e| {
+        let detail = match duplicate_field(&e) {
+            Some(field) => format!("field {field} appears more than once"),
+            None => "must be an object".to_owned(),
+        };
+        InvalidSignal::new(format!("alerts[{i}]"), detail)
+    })?;
+
+    let status = parse_opt::<String>(alert.status, &at("status"), "a string")?;
+    let resolved = match status.as_deref() {
+        None | Some("firing") => false,
+        Some("resolved") => true,
+        Some(other) => {
+            return Err(InvalidSignal::new(
+                at("status"),
+                format!("must be \"firing\" or \"resolved\", not {}", quote(other)),
+            ));
+        }
+    };
+
+    let own_labels = parse_string_map(alert.labels, &at("labels"));
+    if resolved {
+        return Ok(Alert::Resolved(resolved_alert(
+            i,
+            own_labels.ok().flatten(),
+            batch,
+            cfg,
+        )));
+    }
+    let own_labels = own_labels?.unwrap_or_default();
+    let cluster = match &batch.cluster {
+        Some(c) => Some(c.clone()),
+        None => cluster_id(&own_labels, &at("labels.cluster"))?,
+    };
+    let mut labels = merge(&batch.common_labels, own_labels);
+    check_map(&labels, MapKind::Labels, &cfg.limits, &at("labels"))?;
+
+    let name = labels
+        .get("alertname")
+        .map(String::as_str)
+        .unwrap_or_default();
+    if let Some(problem) = signal_name_problem(name) {
+        return Err(InvalidSignal::new(at("labels.alertname"), problem));
+    }
+    let name = name.to_owned();
+    let target = derive_target(&labels, cluster, &cfg.extra_resource_labels, i)?;
+    let fingerprint = target.fingerprint();
+    let severity = match labels.get("severity").filter(|s| !s.is_empty()) {
+        Some(s) => truncate_chars(s, MAX_SEVERITY_LEN).to_owned(),
+        None => "warning".to_owned(),
+    };
+
+    let starts_at =
+        match parse_opt::<String>(alert.starts_at, &at("startsAt"), "an RFC 3339 timestamp")? {
+            None => None,
+            Some(text) if text == GO_ZERO_TIME => None,
+            Some(text) => Some(parse_time(&text).ok_or_else(|| {
+                InvalidSignal::new(
+                    at("startsAt"),
+                    format!("{} is not an RFC 3339 timestamp", quote(&text)),
+                )
+            })?),
+        };
+    let generator_url = parse_opt::<String>(alert.generator_url, &at("generatorURL"), "a string")?;
+    let alert_fingerprint = parse_opt::<String>(alert.fingerprint, &at("fingerprint"), "a string")?;
+    let own_annotations =
+        parse_string_map(alert.annotations, &at("annotations"))?.unwrap_or_default();
+    let mut annotations = merge(&batch.common_annotations, own_annotations);
+    cap_map(
+        &mut annotations,
+        MapKind::Annotations,
+        &cfg.limits,
+        &at("annotations"),
+    )?;
+    // Values are truncated only now: the target was derived from the untruncated labels.
+    cap_map(&mut labels, MapKind::Labels, &cfg.limits, &at("labels"))?;
+
+    let provider_data = serde_json::to_string(&ProviderData {
+        group_key: batch.group_key.as_deref(),
+        receiver: batch.receiver.as_deref(),
+        external_url: batch.external_url.as_deref(),
+        generator_url: generator_url.as_deref(),
+        alert_fingerprint: alert_fingerprint.as_deref(),
+        truncated_alerts: batch.truncated_alerts,
+    })
+    .ok();
+
+    let signal = Signal {
+        source: Source::Prometheus,
+        name,
+        severity,
+        target,
+        fingerprint,
+        labels,
+        annotations,
+        firing_time: starts_at.unwrap_or(now),
+        received_time: now,
+        provider_data,
+        original_payload: raw.get().to_owned(),
+    };
+    Ok(Alert::Firing(Box::new(signal), starts_at))
+}
+
+/// A resolved alert: best effort name and target, never invalid once its status is known.
+fn resolved_alert(
+    i: usize,
+    own_labels: Option<BTreeMap<String, String>>,
+    batch: &Batch,
+    cfg: &AdapterConfig,
+) -> Decoded {
+    let own_labels = own_labels.unwrap_or_default();
+    let cluster = batch
+        .cluster
+        .clone()
+        .or_else(|| cluster_id(&own_labels, "").ok().flatten());
+    let labels = merge(&batch.common_labels, own_labels);
+    let name = labels
+        .get("alertname")
+        .map_or("", |n| truncate_chars(n, MAX_NAME_LEN))
+        .to_owned();
+    let target = derive_target(&labels, cluster, &cfg.extra_resource_labels, i).ok();
+    Decoded::Resolved {
+        name,
+        fingerprint: target.as_ref().map(Target::fingerprint),
+        target,
+    }
+}
+
+/// `common` overlaid by `own`: the alert's value wins.
+fn merge(
+    common: &BTreeMap<String, String>,
+    own: BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    if common.is_empty() {
+        return own;
+    }
+    let mut merged = common.clone();
+    merged.extend(own);
+    merged
+}
+
+/// A resource label found on an alert.
+struct Found<'a> {
+    key: &'a str,
+    name: &'a str,
+    kind: &'a str,
+    api_version: Option<&'a str>,
+    cluster_scoped: bool,
+}
+
+/// The value of `exported` or else `plain`, when non-empty, with the key it came from.
+fn lookup<'a>(
+    labels: &'a BTreeMap<String, String>,
+    plain: &'a str,
+    exported: &'a str,
+) -> Option<(&'a str, &'a str)> {
+    [exported, plain].into_iter().find_map(|key| {
+        labels
+            .get(key)
+            .filter(|v| !v.is_empty())
+            .map(|v| (key, v.as_str()))
+    })
+}
+
+fn find_resource<'a>(
+    labels: &'a BTreeMap<String, String>,
+    extra: &'a [ResourceLabel],
+) -> Option<Found<'a>> {
+    let builtin = |rows: &'a [Builtin]| {
+        rows.iter().find_map(|r| {
+            lookup(labels, r.label, r.exported).map(|(key, name)| Found {
+                key,
+                name,
+                kind: r.kind,
+                api_version: Some(r.api_version),
+                cluster_scoped: r.cluster_scoped,
+            })
+        })
+    };
+    builtin(&WORKLOADS)
+        .or_else(|| {
+            extra.iter().filter(|e| usable_extra(e)).find_map(|e| {
+                labels
+                    .get(&e.label)
+                    .filter(|v| !v.is_empty())
+                    .map(|name| Found {
+                        key: &e.label,
+                        name,
+                        kind: &e.kind,
+                        api_version: e.api_version.as_deref(),
+                        cluster_scoped: e.cluster_scoped,
+                    })
+            })
+        })
+        .or_else(|| builtin(&LEAVES))
+}
+
+/// Discovered label keys may not shadow built-in ones nor name a never-kind.
+fn usable_extra(e: &ResourceLabel) -> bool {
+    let key = e.label.as_str();
+    super::is_kind(&e.kind)
+        && !key.is_empty()
+        && !key.starts_with("exported_")
+        && !NEVER_KINDS.contains(&key)
+        && !WORKLOADS.iter().chain(&LEAVES).any(|r| r.label == key)
+}
+
+fn derive_target(
+    labels: &BTreeMap<String, String>,
+    cluster: Option<String>,
+    extra: &[ResourceLabel],
+    i: usize,
+) -> Result<Target, InvalidSignal> {
+    let found = find_resource(labels, extra).ok_or_else(|| {
+        InvalidSignal::new(
+            format!("alerts[{i}].labels"),
+            format!(
+                "no resource label: expected one of {EXPECTED_LABELS} (or their exported_ forms)"
+            ),
+        )
+    })?;
+    if let Some(problem) = object_name_problem(found.name) {
+        return Err(InvalidSignal::new(
+            format!("alerts[{i}].labels.{}", field_key(found.key)),
+            problem,
+        ));
+    }
+    let namespace = if found.cluster_scoped {
+        String::new()
+    } else {
+        let (key, ns) = lookup(labels, "namespace", "exported_namespace").ok_or_else(|| {
+            InvalidSignal::new(
+                format!("alerts[{i}].labels.namespace"),
+                format!(
+                    "{} {} is namespaced but the alert has no namespace or exported_namespace label",
+                    found.kind,
+                    quote(found.name)
+                ),
+            )
+        })?;
+        if let Some(problem) = namespace_problem(ns) {
+            return Err(InvalidSignal::new(
+                format!("alerts[{i}].labels.{key}"),
+                problem,
+            ));
+        }
+        ns.to_owned()
+    };
+    Ok(Target {
+        cluster,
+        namespace,
+        kind: found.kind.to_owned(),
+        name: found.name.to_owned(),
+        api_version: found.api_version.map(str::to_owned),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> Timestamp {
+        "2026-11-26T17:00:00Z".parse().unwrap()
+    }
+
+    fn cfg() -> AdapterConfig {
+        AdapterConfig::default()
+    }
+
+    fn decode(body: &serde_json::Value) -> Result<Vec<Decoded>, RequestError> {
+        decode_alertmanager(body.to_string().as_bytes(), None, now(), &cfg())
+    }
+
+    fn alert(labels: serde_json::Value) -> serde_json::Value {
+        json!({"status": "firing", "labels": labels, "annotations": {},
+               "startsAt": "2026-11-26T16:59:00Z", "endsAt": GO_ZERO_TIME,
+               "generatorURL": "http://prom/graph", "fingerprint": "abc"})
+    }
+
+    fn webhook(alerts: Vec<serde_json::Value>) -> serde_json::Value {
+        json!({"version": "4", "groupKey": "{}:{}", "truncatedAlerts": 0, "status": "firing",
+               "receiver": "namegate", "groupLabels": {}, "commonLabels": {},
+               "commonAnnotations": {}, "externalURL": "http://am", "alerts": alerts})
+    }
+
+    fn signal(d: &Decoded) -> &Signal {
+        match d {
+            Decoded::Signal(s) => s,
+            other => panic!("expected a signal, got {other:?}"),
+        }
+    }
+
+    fn invalid(d: &Decoded) -> &InvalidSignal {
+        match d {
+            Decoded::Invalid(e) => e,
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    fn one(labels: serde_json::Value) -> Decoded {
+        let mut out = decode(&webhook(vec![alert(labels)])).unwrap();
+        assert_eq!(out.len(), 1);
+        out.remove(0)
+    }
+
+    fn target_of(labels: serde_json::Value) -> Target {
+        signal(&one(labels)).target.clone()
+    }
+
+    #[test]
+    fn kind_priority_and_api_versions() {
+        let base = |extra: serde_json::Value| {
+            let mut l = json!({"alertname": "A", "namespace": "ns", "job": "kube-state-metrics",
+                               "instance": "1.2.3.4:8080", "service": "ksm", "container": "c",
+                               "endpoint": "http"});
+            l.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            l
+        };
+        let t = target_of(base(json!({"pod": "p", "deployment": "d", "node": "n"})));
+        assert_eq!(
+            (t.kind.as_str(), t.name.as_str(), t.api_version.as_deref()),
+            ("Deployment", "d", Some("apps/v1"))
+        );
+        let t = target_of(base(json!({"statefulset": "s", "pod": "p"})));
+        assert_eq!(
+            (t.kind.as_str(), t.api_version.as_deref()),
+            ("StatefulSet", Some("apps/v1"))
+        );
+        let t = target_of(base(json!({"daemonset": "x", "cronjob": "c"})));
+        assert_eq!(t.kind, "DaemonSet");
+        let t = target_of(base(json!({"cronjob": "c", "job_name": "c-123"})));
+        assert_eq!(
+            (t.kind.as_str(), t.api_version.as_deref()),
+            ("CronJob", Some("batch/v1"))
+        );
+        let t = target_of(base(json!({"job_name": "c-123", "pod": "c-123-xyz"})));
+        assert_eq!(
+            (t.kind.as_str(), t.name.as_str(), t.api_version.as_deref()),
+            ("Job", "c-123", Some("batch/v1"))
+        );
+        let t = target_of(base(json!({"replicaset": "r", "pod": "p"})));
+        assert_eq!(t.kind, "ReplicaSet");
+        let t = target_of(base(json!({"pod": "p", "node": "n"})));
+        assert_eq!(
+            (
+                t.kind.as_str(),
+                t.namespace.as_str(),
+                t.api_version.as_deref()
+            ),
+            ("Pod", "ns", Some("v1"))
+        );
+        // `job`, `service`, `instance`, `endpoint`, `container` alone are never kinds.
+        let e = invalid(&one(base(json!({})))).clone();
+        assert_eq!(e.field, "alerts[0].labels");
+        assert!(e.detail.starts_with("no resource label"), "{}", e.detail);
+    }
+
+    #[test]
+    fn nodes_are_cluster_scoped() {
+        let t = target_of(
+            json!({"alertname": "NodeDown", "node": "worker-7", "namespace": "monitoring"}),
+        );
+        assert_eq!(
+            (t.namespace.as_str(), t.kind.as_str(), t.name.as_str()),
+            ("", "Node", "worker-7")
+        );
+        assert_eq!(t.fingerprint_input(), ":Node:worker-7");
+    }
+
+    #[test]
+    fn exported_labels_win() {
+        let t = target_of(
+            json!({"alertname": "A", "namespace": "monitoring", "exported_namespace": "payments",
+                                 "pod": "kube-state-metrics-0", "exported_pod": "api-1"}),
+        );
+        assert_eq!(
+            (t.namespace.as_str(), t.name.as_str()),
+            ("payments", "api-1")
+        );
+        // An empty value is absent (Prometheus drops empty labels).
+        let t = target_of(
+            json!({"alertname": "A", "namespace": "ns", "exported_namespace": "",
+                                 "deployment": "", "pod": "p"}),
+        );
+        assert_eq!((t.namespace.as_str(), t.kind.as_str()), ("ns", "Pod"));
+    }
+
+    #[test]
+    fn discovered_labels_come_before_pod_and_cannot_shadow() {
+        let mut cfg = cfg();
+        cfg.extra_resource_labels = vec![
+            ResourceLabel {
+                label: "horizontalpodautoscaler".into(),
+                kind: "HorizontalPodAutoscaler".into(),
+                api_version: Some("autoscaling/v2".into()),
+                cluster_scoped: false,
+            },
+            ResourceLabel {
+                label: "job".into(),
+                kind: "Job".into(),
+                api_version: None,
+                cluster_scoped: false,
+            },
+            ResourceLabel {
+                label: "deployment".into(),
+                kind: "Rollout".into(),
+                api_version: None,
+                cluster_scoped: false,
+            },
+        ];
+        let body = webhook(vec![
+            alert(
+                json!({"alertname": "A", "namespace": "ns", "horizontalpodautoscaler": "h", "pod": "ksm-0"}),
+            ),
+            alert(json!({"alertname": "A", "namespace": "ns", "job": "kube-state-metrics"})),
+            alert(
+                json!({"alertname": "A", "namespace": "ns", "deployment": "d", "horizontalpodautoscaler": "h"}),
+            ),
+        ]);
+        let out = decode_alertmanager(body.to_string().as_bytes(), None, now(), &cfg).unwrap();
+        assert_eq!(signal(&out[0]).target.kind, "HorizontalPodAutoscaler");
+        assert_eq!(invalid(&out[1]).field, "alerts[1].labels");
+        assert_eq!(signal(&out[2]).target.kind, "Deployment");
+    }
+
+    #[test]
+    fn namespace_rules() {
+        let e = invalid(&one(json!({"alertname": "A", "deployment": "d"}))).clone();
+        assert_eq!(e.field, "alerts[0].labels.namespace");
+        assert!(
+            e.detail.contains("Deployment \"d\" is namespaced"),
+            "{}",
+            e.detail
+        );
+        let e = invalid(&one(
+            json!({"alertname": "A", "deployment": "d", "namespace": "Bad:NS"}),
+        ))
+        .clone();
+        assert_eq!(e.field, "alerts[0].labels.namespace");
+        let e = invalid(&one(
+            json!({"alertname": "A", "deployment": "d", "exported_namespace": "x y"}),
+        ))
+        .clone();
+        assert_eq!(e.field, "alerts[0].labels.exported_namespace");
+    }
+
+    #[test]
+    fn resource_name_rules() {
+        let long = "a".repeat(254);
+        let e = invalid(&one(
+            json!({"alertname": "A", "namespace": "ns", "deployment": long}),
+        ))
+        .clone();
+        assert_eq!(e.field, "alerts[0].labels.deployment");
+        assert!(e.detail.contains("254 bytes"), "{}", e.detail);
+        let ok = "a".repeat(253);
+        assert_eq!(
+            target_of(json!({"alertname": "A", "namespace": "ns", "deployment": ok}))
+                .name
+                .len(),
+            253
+        );
+        let e = invalid(&one(
+            json!({"alertname": "A", "namespace": "ns", "exported_pod": "a/b"}),
+        ))
+        .clone();
+        assert_eq!(e.field, "alerts[0].labels.exported_pod");
+    }
+
+    #[test]
+    fn alertname_and_severity() {
+        let e = invalid(&one(json!({"namespace": "ns", "pod": "p"}))).clone();
+        assert_eq!(e.field, "alerts[0].labels.alertname");
+        let e = invalid(&one(
+            json!({"alertname": "x".repeat(254), "namespace": "ns", "pod": "p"}),
+        ))
+        .clone();
+        assert_eq!(e.field, "alerts[0].labels.alertname");
+        assert!(e.detail.contains("254 characters"));
+        let s = signal(&one(
+            json!({"alertname": "A", "namespace": "ns", "pod": "p"}),
+        ))
+        .clone();
+        assert_eq!(s.severity, "warning");
+        let s = signal(&one(
+            json!({"alertname": "A", "namespace": "ns", "pod": "p", "severity": ""}),
+        ))
+        .clone();
+        assert_eq!(s.severity, "warning");
+        let s = signal(&one(
+            json!({"alertname": "A", "namespace": "ns", "pod": "p", "severity": "é".repeat(60)}),
+        ))
+        .clone();
+        assert_eq!(s.severity, "é".repeat(50));
+        let s = signal(&one(
+            json!({"alertname": "A", "namespace": "ns", "pod": "p", "severity": "Sev1"}),
+        ))
+        .clone();
+        assert_eq!(s.severity, "Sev1");
+    }
+
+    #[test]
+    fn per_alert_values_win_over_common() {
+        let mut body = webhook(vec![
+            alert(
+                json!({"alertname": "A", "namespace": "ns", "pod": "p", "severity": "critical", "team": "own"}),
+            ),
+            alert(json!({"alertname": "A", "namespace": "ns", "pod": "q"})),
+        ]);
+        body["commonLabels"] = json!({"severity": "info", "team": "common", "region": "eu"});
+        body["commonAnnotations"] = json!({"runbook_url": "common", "summary": "common"});
+        body["alerts"][0]["annotations"] = json!({"summary": "own"});
+        let out = decode(&body).unwrap();
+        let a = signal(&out[0]);
+        assert_eq!(
+            (
+                a.severity.as_str(),
+                a.labels["team"].as_str(),
+                a.labels["region"].as_str()
+            ),
+            ("critical", "own", "eu")
+        );
+        assert_eq!(
+            (
+                a.annotations["summary"].as_str(),
+                a.annotations["runbook_url"].as_str()
+            ),
+            ("own", "common")
+        );
+        let b = signal(&out[1]);
+        assert_eq!(
+            (b.severity.as_str(), b.labels["team"].as_str()),
+            ("info", "common")
+        );
+        assert_eq!(b.annotations["summary"], "common");
+    }
+
+    #[test]
+    fn cluster_from_common_then_alert() {
+        let mut body = webhook(vec![alert(
+            json!({"alertname": "A", "namespace": "ns", "pod": "p", "cluster": "own"}),
+        )]);
+        let s = signal(&decode(&body).unwrap()[0]).clone();
+        assert_eq!(s.target.cluster.as_deref(), Some("own"));
+        assert_eq!(
+            s.fingerprint,
+            Target {
+                cluster: Some("own".into()),
+                ..s.target.clone()
+            }
+            .fingerprint()
+        );
+        body["commonLabels"] = json!({"cluster": "east-1"});
+        let s = signal(&decode(&body).unwrap()[0]).clone();
+        assert_eq!(s.target.cluster.as_deref(), Some("east-1"));
+        assert_eq!(s.target.fingerprint_input(), "east-1:ns:Pod:p");
+        body["commonLabels"] = json!({"cluster": ""});
+        body["alerts"][0]["labels"]["cluster"] = json!("");
+        let s = signal(&decode(&body).unwrap()[0]).clone();
+        assert_eq!(s.target.cluster, None);
+        body["commonLabels"] = json!({"cluster": "x".repeat(254)});
+        assert_eq!(decode(&body).unwrap_err().field(), "commonLabels.cluster");
+    }
+
+    #[test]
+    fn resolved_is_never_a_signal() {
+        let mut resolved = alert(json!({"alertname": "A", "namespace": "ns", "deployment": "d"}));
+        resolved["status"] = json!("resolved");
+        let mut broken = alert(json!("not labels"));
+        broken["status"] = json!("resolved");
+        let out = decode(&webhook(vec![resolved, broken])).unwrap();
+        match &out[0] {
+            Decoded::Resolved {
+                name,
+                fingerprint,
+                target,
+            } => {
+                assert_eq!(name, "A");
+                assert_eq!(
+                    *fingerprint,
+                    Some(Target::fingerprint(target.as_ref().unwrap()))
+                );
+                assert_eq!(
+                    target.as_ref().unwrap().fingerprint_input(),
+                    "ns:Deployment:d"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            out[1],
+            Decoded::Resolved {
+                name: String::new(),
+                fingerprint: None,
+                target: None
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_alert_does_not_fail_the_batch() {
+        let mut alerts: Vec<_> = (0..10)
+            .map(|n| alert(json!({"alertname": "A", "namespace": "ns", "pod": format!("p-{n}")})))
+            .collect();
+        alerts[6]["labels"] = json!({"alertname": "A", "pod": "p-6"});
+        let out = decode(&webhook(alerts)).unwrap();
+        assert_eq!(out.len(), 10);
+        assert_eq!(
+            out.iter()
+                .filter(|d| matches!(d, Decoded::Signal(_)))
+                .count(),
+            9
+        );
+        let e = invalid(&out[6]);
+        assert_eq!(e.field, "alerts[6].labels.namespace");
+        assert_eq!(
+            e.detail,
+            "Pod \"p-6\" is namespaced but the alert has no namespace or exported_namespace label"
+        );
+    }
+
+    #[test]
+    fn alert_field_types() {
+        let cases: Vec<(serde_json::Value, &str)> = vec![
+            (json!(42), "alerts[0]"),
+            (json!({"labels": "x"}), "alerts[0].labels"),
+            (
+                json!({"labels": {"alertname": 1}}),
+                "alerts[0].labels.alertname",
+            ),
+            (
+                json!({"status": "pending", "labels": {}}),
+                "alerts[0].status",
+            ),
+            (
+                json!({"labels": {"alertname": "A", "namespace": "ns", "pod": "p"}, "startsAt": "yesterday"}),
+                "alerts[0].startsAt",
+            ),
+            (
+                json!({"labels": {"alertname": "A", "namespace": "ns", "pod": "p"}, "startsAt": 5}),
+                "alerts[0].startsAt",
+            ),
+            (
+                json!({"labels": {"alertname": "A", "namespace": "ns", "pod": "p"}, "annotations": []}),
+                "alerts[0].annotations",
+            ),
+            (
+                json!({"labels": {"alertname": "A", "namespace": "ns", "pod": "p"}, "generatorURL": {}}),
+                "alerts[0].generatorURL",
+            ),
+        ];
+        for (a, field) in cases {
+            let out = decode(&webhook(vec![a.clone()])).unwrap();
+            assert_eq!(invalid(&out[0]).field, field, "{a}");
+        }
+        let dup = br#"{"alerts":[{"labels":{},"labels":{}}]}"#;
+        let out = decode_alertmanager(dup, None, now(), &cfg()).unwrap();
+        assert_eq!(
+            invalid(&out[0]).detail,
+            "field labels appears more than once"
+        );
+    }
+
+    #[test]
+    fn starts_at_defaults_and_firing_time() {
+        let mut a = alert(json!({"alertname": "A", "namespace": "ns", "pod": "p"}));
+        a.as_object_mut().unwrap().remove("startsAt");
+        let mut zero = alert(json!({"alertname": "A", "namespace": "ns", "pod": "q"}));
+        zero["startsAt"] = json!(GO_ZERO_TIME);
+        let out = decode(&webhook(vec![a, zero])).unwrap();
+        assert_eq!(signal(&out[0]).firing_time, now());
+        assert_eq!(signal(&out[1]).firing_time, now());
+        let s = signal(&one(
+            json!({"alertname": "A", "namespace": "ns", "pod": "p"}),
+        ))
+        .clone();
+        assert_eq!(
+            s.firing_time,
+            "2026-11-26T16:59:00Z".parse::<Timestamp>().unwrap()
+        );
+        assert_eq!(s.received_time, now());
+        assert_eq!(s.source, Source::Prometheus);
+    }
+
+    #[test]
+    fn envelope_errors() {
+        let err = |body: &[u8]| decode_alertmanager(body, None, now(), &cfg()).unwrap_err();
+        for (body, field) in [
+            (&b"not json"[..], "body"),
+            (b"[]", "body"),
+            (b"\"x\"", "body"),
+            (b"{}", "alerts"),
+            (b"{\"alerts\": null}", "alerts"),
+            (b"{\"alerts\": {}}", "alerts"),
+            (b"{\"alerts\": []}", "alerts"),
+            (b"{\"alerts\": [{}], \"version\": \"3\"}", "version"),
+            (b"{\"alerts\": [{}], \"version\": 4}", "version"),
+            (b"{\"alerts\": [{}], \"commonLabels\": []}", "commonLabels"),
+            (
+                b"{\"alerts\": [{}], \"commonLabels\": {\"a\": 1}}",
+                "commonLabels.a",
+            ),
+            (b"{\"alerts\": [{}], \"receiver\": 1}", "receiver"),
+            (
+                b"{\"alerts\": [{}], \"truncatedAlerts\": -1}",
+                "truncatedAlerts",
+            ),
+            (b"{\"alerts\": [], \"alerts\": []}", "alerts"),
+            (b"\xff\xfe", "body"),
+        ] {
+            let e = err(body);
+            assert!(e.is_malformed(), "{e}");
+            assert_eq!(e.field(), field, "{}", String::from_utf8_lossy(body));
+        }
+        assert_eq!(
+            err(b"{\"alerts\": []}").detail(),
+            "must contain at least one alert"
+        );
+        // Version absent is accepted (direct API clients).
+        let ok = br#"{"alerts":[{"labels":{"alertname":"A","namespace":"ns","pod":"p"}}]}"#;
+        assert_eq!(
+            decode_alertmanager(ok, None, now(), &cfg()).unwrap().len(),
+            1
+        );
+    }
+
+    #[test]
+    fn too_many_alerts() {
+        let mut cfg = cfg();
+        cfg.max_alerts_per_batch = 3;
+        let body = |n: usize| {
+            webhook(vec![
+                alert(
+                    json!({"alertname": "A", "namespace": "ns", "pod": "p"})
+                );
+                n
+            ])
+            .to_string()
+        };
+        assert_eq!(
+            decode_alertmanager(body(3).as_bytes(), None, now(), &cfg)
+                .unwrap()
+                .len(),
+            3
+        );
+        let e = decode_alertmanager(body(4).as_bytes(), None, now(), &cfg).unwrap_err();
+        assert!(e.is_too_many_alerts());
+        assert_eq!(
+            (e.field(), e.detail().as_str()),
+            ("alerts", "4 alerts exceed the limit of 3 per request")
+        );
+    }
+
+    #[test]
+    fn x_timestamp_and_starts_at_freshness() {
+        let body = webhook(vec![alert(
+            json!({"alertname": "A", "namespace": "ns", "pod": "p"}),
+        )])
+        .to_string();
+        let at = |offset: i64| (now().as_second() + offset).to_string();
+        let run = |h: Option<&str>| decode_alertmanager(body.as_bytes(), h, now(), &cfg());
+        assert!(run(Some(&at(-300))).is_ok());
+        assert!(run(Some(&at(120))).is_ok());
+        let e = run(Some(&at(-301))).unwrap_err();
+        assert!(e.is_freshness());
+        assert_eq!(e.field(), "X-Timestamp");
+        assert_eq!(run(Some(&at(121))).unwrap_err().field(), "X-Timestamp");
+        assert_eq!(run(Some("soon")).unwrap_err().field(), "X-Timestamp");
+
+        let future = |secs: i64| {
+            let mut a = alert(json!({"alertname": "A", "namespace": "ns", "pod": "p"}));
+            a["startsAt"] = json!(
+                Timestamp::from_second(now().as_second() + secs)
+                    .unwrap()
+                    .to_string()
+            );
+            a
+        };
+        let old = alert(json!({"alertname": "A", "namespace": "ns", "pod": "q"}));
+        let mut very_old = old.clone();
+        very_old["startsAt"] = json!("2020-01-01T00:00:00Z");
+        assert!(decode(&webhook(vec![very_old.clone(), future(120)])).is_ok());
+        let e = decode(&webhook(vec![old.clone(), future(121)])).unwrap_err();
+        assert!(e.is_freshness());
+        assert_eq!(e.field(), "alerts[1].startsAt");
+        // A resolved alert's startsAt does not count, and with X-Timestamp the header decides.
+        let mut resolved = future(3600);
+        resolved["status"] = json!("resolved");
+        assert!(decode(&webhook(vec![old, resolved])).is_ok());
+        let body = webhook(vec![future(3600)]).to_string();
+        assert!(decode_alertmanager(body.as_bytes(), Some(&at(0)), now(), &cfg()).is_ok());
+    }
+
+    #[test]
+    fn label_caps() {
+        let mut cfg = cfg();
+        cfg.limits.max_labels = 4;
+        cfg.limits.max_label_key_len = 10;
+        cfg.limits.max_label_value_len = 9;
+        let run = |labels: serde_json::Value, common: serde_json::Value| {
+            let mut body = webhook(vec![alert(labels)]);
+            body["commonLabels"] = common;
+            decode_alertmanager(body.to_string().as_bytes(), None, now(), &cfg)
+        };
+        let out = run(
+            json!({"alertname": "A", "namespace": "ns", "pod": "p", "x": "1"}),
+            json!({"y": "2"}),
+        )
+        .unwrap();
+        let e = invalid(&out[0]);
+        assert_eq!(
+            (e.field.as_str(), e.detail.as_str()),
+            ("alerts[0].labels", "5 labels exceed the limit of 4")
+        );
+        let out = run(
+            json!({"alertname": "A", "namespace": "ns", "pod": "p", "k".repeat(11): "1"}),
+            json!({}),
+        )
+        .unwrap();
+        assert_eq!(invalid(&out[0]).field, "alerts[0].labels");
+        let e = run(
+            json!({"alertname": "A", "namespace": "ns", "pod": "p"}),
+            json!({"k".repeat(11): "1"}),
+        )
+        .unwrap_err();
+        assert_eq!(e.field(), "commonLabels");
+
+        // Values are truncated at a character boundary; the target keeps the full name.
+        let out = run(
+            json!({"alertname": "A", "namespace": "ns", "pod": "pod-name-longer"}),
+            json!({"d": "é".repeat(8)}),
+        )
+        .unwrap();
+        let s = signal(&out[0]);
+        assert_eq!(s.labels["d"], "éééé");
+        assert_eq!(s.labels["pod"], "pod-name-");
+        assert_eq!(s.target.name, "pod-name-longer");
+        assert_eq!(s.fingerprint, Target::fingerprint(&s.target));
+    }
+
+    #[test]
+    fn provider_data_and_original_payload() {
+        let body = webhook(vec![
+            alert(json!({"alertname": "A", "namespace": "ns", "pod": "p"})),
+            alert(json!({"alertname": "B", "namespace": "ns", "pod": "q"})),
+        ]);
+        let out = decode(&body).unwrap();
+        let s = signal(&out[1]);
+        let pd: serde_json::Value =
+            serde_json::from_str(s.provider_data.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            pd,
+            json!({"groupKey": "{}:{}", "receiver": "namegate", "externalURL": "http://am",
+                              "generatorURL": "http://prom/graph", "alertFingerprint": "abc", "truncatedAlerts": 0})
+        );
+        let original: serde_json::Value = serde_json::from_str(&s.original_payload).unwrap();
+        assert_eq!(original, body["alerts"][1]);
+        let minimal = br#"{"alerts":[{"labels":{"alertname":"A","namespace":"ns","pod":"p"}}]}"#;
+        let out = decode_alertmanager(minimal, None, now(), &cfg()).unwrap();
+        let pd: serde_json::Value =
+            serde_json::from_str(signal(&out[0]).provider_data.as_deref().unwrap()).unwrap();
+        assert_eq!(pd["groupKey"], serde_json::Value::Null);
+        assert_eq!(
+            signal(&out[0]).original_payload,
+            r#"{"labels":{"alertname":"A","namespace":"ns","pod":"p"}}"#
+        );
+    }
+}
