@@ -115,7 +115,11 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     /// A new event of `event_type` now, with everything optional left empty.
-    pub fn new(event_type: EventType, outcome: EventOutcome, correlation_id: impl Into<String>) -> Self {
+    pub fn new(
+        event_type: EventType,
+        outcome: EventOutcome,
+        correlation_id: impl Into<String>,
+    ) -> Self {
         Self {
             event_id: Uuid::now_v7(),
             event_timestamp: Timestamp::now(),

@@ -1,5 +1,20 @@
-//! The audit trail (contract §8).
+//! The audit trail (contract §8): every admission decision, durable, tamper-evident and looked up by
+//! correlation ID. See `docs/audit.md`.
+//!
+//! - [`event`]: the envelope the admission code emits.
+//! - [`writer`]: the off-critical-path writer (bounded queue, batches, spill, replay) and the
+//!   [`writer::AuditSink`] the request path uses.
+//! - [`store`]: one store over SQLite and PostgreSQL, versioned migrations, append-only rows.
+//! - [`chain`]: the per-correlation hash chain (canonical form, SHA-256 / HMAC-SHA256).
+//! - [`lookup`]: the trail of one correlation ID, grouped by RR uid, paginated.
+//! - [`cli`]: `namegate audit show|verify|migrate-schema`.
 
+pub mod chain;
+pub mod cli;
 pub mod event;
+pub mod lookup;
+pub mod store;
+pub mod writer;
 
 pub use event::{AuditEvent, EventOutcome, EventType};
+pub use writer::{AuditError, AuditSink, Permits};

@@ -1,0 +1,402 @@
+//! The tamper-evidence chain (contract §8): canonical form of a stored event and its hash.
+//!
+//! Every correlation ID has its own chain. An event's hash is
+//!
+//! ```text
+//! event_hash = hex(H(previous_event_hash || canonical(event)))
+//! ```
+//!
+//! where `previous_event_hash` is the lowercase hex hash of the chain's preceding event (the empty string
+//! for the first event of a chain) and `H` is SHA-256 (`hash_algorithm = "sha256"`) or HMAC-SHA256 with an
+//! operator-held key (`hash_algorithm = "hmac-sha256"`). The canonical form is documented in
+//! `docs/audit.md`; changing it invalidates every stored chain, so it is versioned by
+//! [`CANONICAL_VERSION`] and must never change in place.
+//!
+//! Chain key rule for migrated rows (§9): the chain an event belongs to is
+//! `COALESCE(legacy_correlation_id, correlation_id)` — the ID the event was hashed under. The one-shot
+//! migration rewrites `correlation_id` and keeps the old value in `legacy_correlation_id`, so a migrated row
+//! stays in its original chain and its hash stays valid; events appended later under the new ID start a new
+//! chain keyed by the new ID.
+
+use std::fmt;
+use std::fmt::Write as _;
+
+use hmac::{Hmac, KeyInit, Mac};
+use jiff::Timestamp;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::store::RawEventRow;
+
+/// Version of the canonical serialisation below; recorded in the docs, not in rows (rows carry
+/// `event_version`, which is part of the canonical form).
+pub const CANONICAL_VERSION: u32 = 1;
+
+/// The `event_version` the gateway writes.
+pub const EVENT_VERSION: &str = "1.0";
+
+/// Which function produced `event_hash`; stored in the `hash_algorithm` column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HashAlgorithm {
+    Sha256,
+    HmacSha256,
+}
+
+impl HashAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sha256 => "sha256",
+            Self::HmacSha256 => "hmac-sha256",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "sha256" => Some(Self::Sha256),
+            "hmac-sha256" => Some(Self::HmacSha256),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for HashAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An HMAC key. Debug never prints the key material.
+#[derive(Clone)]
+pub struct HmacKey(Vec<u8>);
+
+impl HmacKey {
+    /// `None` for an empty key: an empty HMAC key would look keyed while adding no secret.
+    pub fn new(bytes: Vec<u8>) -> Option<Self> {
+        (!bytes.is_empty()).then_some(Self(bytes))
+    }
+
+    /// The key file's bytes with one trailing line ending removed (keys are usually written with `echo`).
+    pub fn from_file_bytes(mut bytes: Vec<u8>) -> Option<Self> {
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+            if bytes.last() == Some(&b'\r') {
+                bytes.pop();
+            }
+        }
+        Self::new(bytes)
+    }
+}
+
+impl fmt::Debug for HmacKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HmacKey(<{} bytes>)", self.0.len())
+    }
+}
+
+/// Computes chain hashes: HMAC-SHA256 when a key is configured, plain SHA-256 otherwise.
+#[derive(Clone, Debug, Default)]
+pub struct ChainHasher {
+    key: Option<HmacKey>,
+}
+
+impl ChainHasher {
+    pub fn new(key: Option<HmacKey>) -> Self {
+        Self { key }
+    }
+
+    /// The algorithm new events are hashed with.
+    pub fn algorithm(&self) -> HashAlgorithm {
+        if self.key.is_some() {
+            HashAlgorithm::HmacSha256
+        } else {
+            HashAlgorithm::Sha256
+        }
+    }
+
+    pub fn has_key(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// `hex(H(prev || canonical))` with the configured algorithm.
+    pub fn hash(&self, prev: &str, canonical: &str) -> String {
+        match &self.key {
+            Some(key) => hmac_sha256(key, prev, canonical),
+            None => sha256(prev, canonical),
+        }
+    }
+
+    /// Recomputes a hash with `algorithm`; `None` when the algorithm needs a key this hasher lacks.
+    pub fn rehash(&self, algorithm: HashAlgorithm, prev: &str, canonical: &str) -> Option<String> {
+        match algorithm {
+            HashAlgorithm::Sha256 => Some(sha256(prev, canonical)),
+            HashAlgorithm::HmacSha256 => self.key.as_ref().map(|k| hmac_sha256(k, prev, canonical)),
+        }
+    }
+}
+
+fn sha256(prev: &str, canonical: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(canonical.as_bytes());
+    hex::encode(h.finalize())
+}
+
+fn hmac_sha256(key: &HmacKey, prev: &str, canonical: &str) -> String {
+    // HMAC accepts keys of any length, so this cannot fail; fall back to an impossible hash rather than
+    // panic if a future hmac release ever changes that (verification would then report every row).
+    let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(&key.0) else {
+        return String::from("invalid-hmac-key");
+    };
+    mac.update(prev.as_bytes());
+    mac.update(canonical.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The timestamp precision both engines store exactly (PostgreSQL `timestamptz` has microseconds).
+pub fn truncate_to_micros(ts: Timestamp) -> Timestamp {
+    Timestamp::from_microsecond(ts.as_microsecond()).unwrap_or(ts)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`: UTC, always six fractional digits, so the text is fixed-width (sorts
+/// chronologically in SQLite) and round-trips through both engines without loss.
+pub fn format_timestamp(ts: Timestamp) -> String {
+    ts.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// The canonical serialisation hashed into the chain (version [`CANONICAL_VERSION`]).
+///
+/// A JSON object with exactly these keys, sorted bytewise, no insignificant whitespace:
+/// `actor_id, actor_type, cluster_id, correlation_id, duration_ms, error_code, error_message,
+/// event_action, event_category, event_data, event_id, event_outcome, event_timestamp, event_type,
+/// event_version, fingerprint, namespace, parent_event_id, resource_id, resource_type, severity, span_id,
+/// trace_id`. Absent values are `null`, text values JSON strings, `duration_ms` an integer.
+/// `correlation_id` is the chain key (the legacy ID for migrated rows). `event_id`/`parent_event_id` are
+/// lowercase hyphenated UUIDs and `event_timestamp` is [`format_timestamp`], as stored. `event_data` is
+/// embedded verbatim as its stored JSON text, which the store writes as [`canonical_json`] (object keys
+/// sorted recursively) and keeps byte for byte (PostgreSQL `json`, SQLite `TEXT`): verification never
+/// re-parses numbers, so float formatting cannot break a chain. Storage-only columns (`seq`, the hash
+/// columns, `legacy_correlation_id`) are not part of it.
+pub fn canonical(row: &RawEventRow) -> String {
+    let text = |s: &str| Field::Text(s.to_owned());
+    let opt = |v: &Option<String>| {
+        v.as_deref()
+            .map_or(Field::Null, |s| Field::Text(s.to_owned()))
+    };
+    let fields: [(&str, Field); 23] = [
+        ("actor_id", opt(&row.actor_id)),
+        ("actor_type", opt(&row.actor_type)),
+        ("cluster_id", opt(&row.cluster_id)),
+        ("correlation_id", text(row.chain_key())),
+        (
+            "duration_ms",
+            row.duration_ms.map_or(Field::Null, Field::Int),
+        ),
+        ("error_code", opt(&row.error_code)),
+        ("error_message", opt(&row.error_message)),
+        ("event_action", text(&row.event_action)),
+        ("event_category", text(&row.event_category)),
+        ("event_data", Field::Json(row.event_data.clone())),
+        ("event_id", text(&row.event_id)),
+        ("event_outcome", text(&row.event_outcome)),
+        ("event_timestamp", text(&row.event_timestamp)),
+        ("event_type", text(&row.event_type)),
+        ("event_version", text(&row.event_version)),
+        ("fingerprint", opt(&row.fingerprint)),
+        ("namespace", opt(&row.namespace)),
+        ("parent_event_id", opt(&row.parent_event_id)),
+        ("resource_id", opt(&row.resource_id)),
+        ("resource_type", opt(&row.resource_type)),
+        ("severity", opt(&row.severity)),
+        ("span_id", opt(&row.span_id)),
+        ("trace_id", opt(&row.trace_id)),
+    ];
+    let mut out = String::with_capacity(512 + row.event_data.len());
+    out.push('{');
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(&mut out, k);
+        out.push(':');
+        match v {
+            Field::Null => out.push_str("null"),
+            Field::Text(s) => write_string(&mut out, s),
+            Field::Int(n) => {
+                let _ = write!(out, "{n}");
+            }
+            Field::Json(raw) => out.push_str(raw),
+        }
+    }
+    out.push('}');
+    out
+}
+
+enum Field {
+    Null,
+    Text(String),
+    Int(i64),
+    /// Already JSON text, embedded as is.
+    Json(String),
+}
+
+/// Canonical JSON of any value: object keys sorted bytewise at every level. Written by hand rather than
+/// relying on `serde_json::Map` ordering, which changes when any crate enables `preserve_order`.
+pub fn canonical_json(v: &Value) -> String {
+    let mut out = String::new();
+    write_value(&mut out, v);
+    out
+}
+
+fn write_value(out: &mut String, v: &Value) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::String(s) => write_string(out, s),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_value(out, item);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push('{');
+            for (i, (k, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(out, k);
+                out.push(':');
+                write_value(out, item);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn write_string(out: &mut String, s: &str) {
+    // serde_json's string escaping is deterministic (minimal escapes, \uXXXX for other controls).
+    match serde_json::to_string(s) {
+        Ok(quoted) => out.push_str(&quoted),
+        // Serialising a &str cannot fail; keep the output deterministic even if it ever did.
+        Err(_) => out.push_str("\"\""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> RawEventRow {
+        RawEventRow {
+            seq: 7,
+            event_id: "01937e1c-7a4b-7c3d-8e5f-0123456789ab".into(),
+            event_version: EVENT_VERSION.into(),
+            event_timestamp: "2025-01-17T18:32:01.123456Z".into(),
+            event_type: "gateway.crd.created".into(),
+            event_category: "gateway".into(),
+            event_action: "created".into(),
+            event_outcome: "success".into(),
+            correlation_id: "rr-new".into(),
+            legacy_correlation_id: None,
+            fingerprint: Some("ab".repeat(32)),
+            parent_event_id: None,
+            actor_type: Some("ServiceAccount".into()),
+            actor_id: Some("system:serviceaccount:monitoring:alertmanager".into()),
+            resource_type: Some("RemediationRequest".into()),
+            resource_id: Some("rr-new".into()),
+            namespace: Some("prod".into()),
+            cluster_id: None,
+            trace_id: None,
+            span_id: None,
+            severity: Some("critical".into()),
+            duration_ms: Some(12),
+            error_code: None,
+            error_message: None,
+            event_data: canonical_json(
+                &json!({"z": 1, "a": {"y": [1.5, "x\u{1}"], "b": null}, "rr_uid": "u"}),
+            ),
+            event_hash: String::new(),
+            previous_event_hash: None,
+            hash_algorithm: "sha256".into(),
+        }
+    }
+
+    #[test]
+    fn canonical_is_sorted_and_stable() {
+        let c = canonical(&sample());
+        assert!(c.starts_with(r#"{"actor_id":"system:serviceaccount:monitoring:alertmanager","#));
+        assert!(
+            c.contains(r#""event_data":{"a":{"b":null,"y":[1.5,"x\u0001"]},"rr_uid":"u","z":1}"#)
+        );
+        assert!(c.contains(r#""event_timestamp":"2025-01-17T18:32:01.123456Z""#));
+        assert!(c.contains(r#""duration_ms":12,"#));
+        assert!(c.contains(r#""parent_event_id":null"#));
+        let keys: Vec<String> = serde_json::from_str::<serde_json::Map<String, Value>>(&c)
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(keys.len(), 23);
+        // Identical input, identical bytes; a changed field, a changed form.
+        assert_eq!(c, canonical(&sample()));
+        let mut other = sample();
+        other.event_outcome = "failure".into();
+        assert_ne!(c, canonical(&other));
+    }
+
+    #[test]
+    fn migrated_rows_hash_under_their_legacy_id() {
+        let mut migrated = sample();
+        migrated.correlation_id = "rr-b157a3a9e42f-1c2b5576".into();
+        let original = canonical(&migrated);
+        migrated.legacy_correlation_id = Some(migrated.correlation_id.clone());
+        migrated.correlation_id = "rr-somethingnew".into();
+        assert_eq!(canonical(&migrated), original);
+    }
+
+    #[test]
+    fn timestamps_are_fixed_width_micros() {
+        let ts: Timestamp = "1970-01-01T00:00:00Z".parse().unwrap();
+        assert_eq!(format_timestamp(ts), "1970-01-01T00:00:00.000000Z");
+        let ts: Timestamp = "2024-02-29T23:59:59.999999999Z".parse().unwrap();
+        assert_eq!(
+            format_timestamp(truncate_to_micros(ts)),
+            "2024-02-29T23:59:59.999999Z"
+        );
+        let back: Timestamp = format_timestamp(ts).parse().unwrap();
+        assert_eq!(back, truncate_to_micros(ts));
+    }
+
+    #[test]
+    fn hashes_chain_and_key_matters() {
+        let plain = ChainHasher::default();
+        let keyed = ChainHasher::new(HmacKey::from_file_bytes(b"secret\n".to_vec()));
+        assert_eq!(plain.algorithm(), HashAlgorithm::Sha256);
+        assert_eq!(keyed.algorithm(), HashAlgorithm::HmacSha256);
+        // sha256("") of the empty input, a well-known vector.
+        assert_eq!(
+            plain.hash("", ""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        let a = keyed.hash("", "{}");
+        assert_ne!(a, plain.hash("", "{}"));
+        assert_ne!(keyed.hash(&a, "{}"), a);
+        assert_eq!(plain.rehash(HashAlgorithm::HmacSha256, "", "{}"), None);
+        assert_eq!(keyed.rehash(HashAlgorithm::HmacSha256, "", "{}"), Some(a));
+        assert!(HmacKey::from_file_bytes(b"\n".to_vec()).is_none());
+        assert_eq!(
+            format!("{:?}", HmacKey::new(b"k".to_vec()).unwrap()),
+            "HmacKey(<1 bytes>)"
+        );
+    }
+}

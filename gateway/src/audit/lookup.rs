@@ -1,0 +1,323 @@
+//! The trail of one correlation ID (contract §8): `GET /api/v1/audit/correlations/{id}` and
+//! `namegate audit show <id>`.
+//!
+//! - Resolution: the rows whose `correlation_id` or `legacy_correlation_id` is the requested ID, plus —
+//!   when the requested ID is a legacy one — every row of the new ID(s) its rows were migrated to, so a
+//!   legacy ID shows the whole trail including events appended after the migration; a new ID finds its
+//!   migrated rows through `correlation_id` directly.
+//! - Order: oldest first by `(event_timestamp, seq)`; `seq` breaks ties (and orders events of one
+//!   process exactly).
+//! - Pagination: `limit` events per page (default [`DEFAULT_LIMIT`], at most [`MAX_LIMIT`]) and an opaque
+//!   `cursor` naming the last event of the previous page (`next_cursor` of that page).
+//! - Grouping: one RR name can span several RR objects over time (deleted and created again); events
+//!   are grouped by `event_data.rr_uid` into consecutive runs. An event without an `rr_uid` (a
+//!   `received` event precedes its decision) joins the group of the next event that has one; events
+//!   after the last one that has one join the last group. Grouping is per page: a group cut by a page
+//!   boundary continues, with the same `rr_uid`, at the top of the next page.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::chain::format_timestamp;
+use super::store::{AuditStore, RawEventRow, StoreError, StoredEvent};
+use crate::http::problem::Problem;
+
+pub const DEFAULT_LIMIT: u32 = 100;
+pub const MAX_LIMIT: u32 = 1000;
+
+/// One page of a correlation ID's trail.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrailPage {
+    /// The ID asked for.
+    pub correlation_id: String,
+    /// Every ID searched: the requested one and the new IDs its legacy rows were migrated to.
+    pub resolved_ids: Vec<String>,
+    /// The events of this page, oldest first, in runs of one RR object.
+    pub groups: Vec<RrGroup>,
+    /// Events on this page.
+    pub count: usize,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl TrailPage {
+    /// The page's events, oldest first.
+    pub fn events(&self) -> impl Iterator<Item = &StoredEvent> {
+        self.groups.iter().flat_map(|g| g.events.iter())
+    }
+}
+
+/// Consecutive events about one RR object.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RrGroup {
+    /// `event_data.rr_uid`; absent when no event of the run names one (e.g. rejected signals).
+    pub rr_uid: Option<String>,
+    pub events: Vec<StoredEvent>,
+}
+
+/// A page of the trail of `id` (new or legacy format), after `cursor`, at most `limit` events
+/// (0 = [`DEFAULT_LIMIT`]; clamped to [`MAX_LIMIT`]). A malformed cursor is
+/// [`StoreError::InvalidArgument`].
+pub async fn correlation_trail(
+    store: &AuditStore,
+    id: &str,
+    cursor: Option<&str>,
+    limit: u32,
+) -> Result<TrailPage, StoreError> {
+    let limit = match limit {
+        0 => DEFAULT_LIMIT,
+        n => n.min(MAX_LIMIT),
+    };
+    let after = cursor.map(Cursor::parse).transpose()?;
+    let mut resolved_ids = vec![id.to_owned()];
+    for new_id in store.correlation_ids_for_legacy(id).await? {
+        if !resolved_ids.contains(&new_id) {
+            resolved_ids.push(new_id);
+        }
+    }
+    // One more than asked: tells whether a next page exists.
+    let mut rows = store
+        .rows_by_time(
+            &resolved_ids,
+            after.as_ref().map(|c| (c.timestamp.as_str(), c.seq)),
+            limit + 1,
+        )
+        .await?;
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next_cursor = match rows.last() {
+        Some(last) if more => Some(Cursor::after(last).encode()),
+        _ => None,
+    };
+    let events = rows
+        .iter()
+        .map(RawEventRow::to_stored)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(TrailPage {
+        correlation_id: id.to_owned(),
+        resolved_ids,
+        count: events.len(),
+        groups: group_by_rr(events),
+        next_cursor,
+    })
+}
+
+/// Consecutive runs by `rr_uid` (see the module docs for events without one).
+pub fn group_by_rr(events: Vec<StoredEvent>) -> Vec<RrGroup> {
+    let mut groups: Vec<RrGroup> = Vec::new();
+    let mut waiting: Vec<StoredEvent> = Vec::new();
+    for ev in events {
+        let Some(uid) = ev.rr_uid().map(str::to_owned) else {
+            waiting.push(ev);
+            continue;
+        };
+        match groups.last_mut() {
+            Some(last) if last.rr_uid.as_deref() == Some(uid.as_str()) => {
+                last.events.append(&mut waiting);
+                last.events.push(ev);
+            }
+            _ => {
+                let mut events = std::mem::take(&mut waiting);
+                events.push(ev);
+                groups.push(RrGroup {
+                    rr_uid: Some(uid),
+                    events,
+                });
+            }
+        }
+    }
+    if !waiting.is_empty() {
+        match groups.last_mut() {
+            Some(last) => last.events.append(&mut waiting),
+            None => groups.push(RrGroup {
+                rr_uid: None,
+                events: waiting,
+            }),
+        }
+    }
+    groups
+}
+
+/// The position after one event: its stored timestamp and seq, written `<timestamp>~<seq>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Cursor {
+    timestamp: String,
+    seq: i64,
+}
+
+impl Cursor {
+    fn after(row: &RawEventRow) -> Self {
+        Self {
+            timestamp: row.event_timestamp.clone(),
+            seq: row.seq,
+        }
+    }
+
+    fn encode(&self) -> String {
+        format!("{}~{}", self.timestamp, self.seq)
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        let invalid = || {
+            StoreError::InvalidArgument(format!("cursor {s:?} is not a cursor this API returned"))
+        };
+        let (ts, seq) = s.split_once('~').ok_or_else(invalid)?;
+        let parsed: Timestamp = ts.parse().map_err(|_| invalid())?;
+        // Only the exact stored form: it is compared as text on SQLite.
+        if format_timestamp(parsed) != ts {
+            return Err(invalid());
+        }
+        let seq: i64 = seq.parse().map_err(|_| invalid())?;
+        if seq < 0 {
+            return Err(invalid());
+        }
+        Ok(Self {
+            timestamp: ts.to_owned(),
+            seq,
+        })
+    }
+}
+
+/// `GET /api/v1/audit/correlations/{id}?limit=&cursor=` → [`TrailPage`] as JSON. 404 when the ID has no
+/// events at all, 400 for a bad `limit`/`cursor`, 503 + `Retry-After` while the store is unreachable.
+/// Authentication and authorisation are the enclosing router's layers.
+pub fn router(store: AuditStore) -> Router {
+    Router::new()
+        .route("/api/v1/audit/correlations/{id}", get(get_trail))
+        .with_state(store)
+}
+
+async fn get_trail(
+    State(store): State<AuditStore>,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let limit = match params.get("limit").map(|l| l.parse::<u32>()) {
+        None => DEFAULT_LIMIT,
+        Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
+        Some(_) => {
+            return Problem::invalid(format!("limit: expected an integer from 1 to {MAX_LIMIT}"))
+                .into_response();
+        }
+    };
+    let cursor = params.get("cursor").map(String::as_str);
+    match correlation_trail(&store, &id, cursor, limit).await {
+        Ok(page) if page.count == 0 && cursor.is_none() => Problem::not_found().into_response(),
+        Ok(page) => axum::Json(page).into_response(),
+        Err(e) if e.is_invalid_input() => Problem::invalid(e.to_string()).into_response(),
+        Err(e) if e.is_retryable() => {
+            tracing::warn!(error = %e, "audit lookup: store unavailable");
+            Problem::unavailable(
+                "the audit store is unavailable; retry later",
+                std::time::Duration::from_secs(5),
+            )
+            .into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "audit lookup failed");
+            Problem::internal("the audit lookup failed").into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ev(seq: i64, uid: Option<&str>) -> StoredEvent {
+        StoredEvent {
+            seq,
+            event_id: uuid::Uuid::now_v7(),
+            event_version: "1.0".into(),
+            event_timestamp: Timestamp::UNIX_EPOCH,
+            event_type: "gateway.signal.received".into(),
+            event_category: "gateway".into(),
+            event_action: "received".into(),
+            event_outcome: "success".into(),
+            correlation_id: "rr-x".into(),
+            legacy_correlation_id: None,
+            fingerprint: None,
+            parent_event_id: None,
+            actor_type: None,
+            actor_id: None,
+            resource_type: None,
+            resource_id: None,
+            namespace: None,
+            cluster_id: None,
+            trace_id: None,
+            span_id: None,
+            severity: None,
+            duration_ms: None,
+            error_code: None,
+            error_message: None,
+            event_data: match uid {
+                Some(u) => json!({ "rr_uid": u }),
+                None => json!({}),
+            },
+            event_hash: String::new(),
+            previous_event_hash: None,
+            hash_algorithm: "sha256".into(),
+        }
+    }
+
+    fn shape(groups: &[RrGroup]) -> Vec<(Option<&str>, Vec<i64>)> {
+        groups
+            .iter()
+            .map(|g| {
+                (
+                    g.rr_uid.as_deref(),
+                    g.events.iter().map(|e| e.seq).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn groups_runs_and_attaches_uidless_events_forward() {
+        let groups = group_by_rr(vec![
+            ev(1, None),
+            ev(2, Some("a")),
+            ev(3, None),
+            ev(4, Some("a")),
+            ev(5, None),
+            ev(6, Some("b")),
+            ev(7, None),
+        ]);
+        assert_eq!(
+            shape(&groups),
+            vec![(Some("a"), vec![1, 2, 3, 4]), (Some("b"), vec![5, 6, 7])]
+        );
+        assert_eq!(
+            shape(&group_by_rr(vec![ev(1, None), ev(2, None)])),
+            vec![(None, vec![1, 2])]
+        );
+        assert!(group_by_rr(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let c = Cursor {
+            timestamp: "2025-01-17T18:32:01.123456Z".into(),
+            seq: 42,
+        };
+        assert_eq!(Cursor::parse(&c.encode()).unwrap(), c);
+        for bad in [
+            "",
+            "42",
+            "x~1",
+            "2025-01-17T18:32:01Z~1",
+            "2025-01-17T18:32:01.123456Z~-1",
+            "2025-01-17T18:32:01.123456Z~a",
+        ] {
+            let e = Cursor::parse(bad).unwrap_err();
+            assert!(e.is_invalid_input(), "{bad}: {e}");
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! The SQLite engine: the embedded default store.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+
+use futures::TryStreamExt;
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use super::{
+    AppendReport, ErrorClass, MIGRATIONS_TABLE, Page, RawEventRow, StoreConfig, StoreError,
+};
+use crate::audit::chain::ChainHasher;
+
+macro_rules! columns {
+    () => {
+        "seq, event_id, event_version, event_timestamp, event_type, event_category, event_action, \
+         event_outcome, actor_type, actor_id, resource_type, resource_id, correlation_id, \
+         legacy_correlation_id, parent_event_id, trace_id, span_id, namespace, cluster_id, fingerprint, \
+         event_data, severity, duration_ms, error_code, error_message, event_hash, previous_event_hash, \
+         hash_algorithm"
+    };
+}
+
+/// SQLite result codes (primary code = extended code & 0xff).
+pub(super) fn classify_code(code: &str) -> ErrorClass {
+    let Ok(extended) = code.parse::<i32>() else {
+        return ErrorClass::Permanent;
+    };
+    match extended & 0xff {
+        // BUSY/LOCKED after busy_timeout: another process holds the write lock for longer than we wait —
+        // from the writer's point of view the store is unavailable (retry later, spill meanwhile).
+        5 | 6 => ErrorClass::Unavailable,
+        // NOMEM, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL: the file or its disk cannot take writes now.
+        7 | 8 | 10 | 13 | 14 | 15 => ErrorClass::Unavailable,
+        _ => ErrorClass::Permanent,
+    }
+}
+
+pub(super) async fn connect(config: &StoreConfig) -> Result<SqlitePool, StoreError> {
+    let options = SqliteConnectOptions::from_str(&config.url)
+        .map_err(StoreError::Database)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // FULL: a committed batch is on disk, which is what "durable once in the store" promises.
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(config.busy_timeout)
+        .foreign_keys(true);
+    let file = options.get_filename();
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: file.to_owned(),
+            source,
+        })?;
+    }
+    let pool = SqlitePoolOptions::new()
+        .max_connections(config.max_connections.max(1))
+        .acquire_timeout(config.acquire_timeout)
+        .connect_with(options)
+        .await?;
+    Ok(pool)
+}
+
+pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    let mut migrator = sqlx::migrate!("migrations/sqlite");
+    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+    migrator.run(pool).await.map_err(StoreError::from_migrate)
+}
+
+pub(super) async fn applied_versions(pool: &SqlitePool) -> Result<Vec<i64>, StoreError> {
+    let exists: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1")
+            .bind(MIGRATIONS_TABLE)
+            .fetch_one(pool)
+            .await?;
+    if exists == 0 {
+        return Ok(Vec::new());
+    }
+    let versions = sqlx::query_scalar(
+        "SELECT version FROM namegate_audit_schema_migrations WHERE success ORDER BY version",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(versions)
+}
+
+pub(super) async fn append(
+    pool: &SqlitePool,
+    hasher: &ChainHasher,
+    mut rows: Vec<RawEventRow>,
+) -> Result<AppendReport, StoreError> {
+    // BEGIN IMMEDIATE takes the write lock up front: reading the chain tails and inserting happen with
+    // no other writer in between, in this process or any other sharing the file.
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+
+    let ids: Vec<&str> = rows.iter().map(|r| r.event_id.as_str()).collect();
+    let ids_json = json_array(&ids);
+    let existing: HashSet<String> = sqlx::query_scalar(
+        "SELECT event_id FROM audit_events WHERE event_id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(&ids_json)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    let total = rows.len();
+    rows.retain(|r| !existing.contains(&r.event_id));
+    let duplicates = (total - rows.len()) as u64;
+    if rows.is_empty() {
+        tx.commit().await?;
+        return Ok(AppendReport {
+            inserted: 0,
+            duplicates,
+        });
+    }
+
+    let mut keys: Vec<&str> = rows.iter().map(|r| r.correlation_id.as_str()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let tails: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT value, (SELECT event_hash FROM audit_events \
+                        WHERE correlation_id = j.value AND legacy_correlation_id IS NULL \
+                        ORDER BY seq DESC LIMIT 1) \
+         FROM json_each(?1) AS j",
+    )
+    .bind(json_array(&keys))
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut tails: HashMap<String, String> = tails
+        .into_iter()
+        .filter_map(|(k, h)| h.map(|h| (k, h)))
+        .collect();
+    super::chain_rows(hasher, &mut tails, &mut rows);
+
+    for r in &rows {
+        sqlx::query(
+            "INSERT INTO audit_events (event_id, event_version, event_timestamp, event_type, \
+             event_category, event_action, event_outcome, actor_type, actor_id, resource_type, \
+             resource_id, correlation_id, parent_event_id, trace_id, span_id, namespace, cluster_id, \
+             fingerprint, event_data, severity, duration_ms, error_code, error_message, event_hash, \
+             previous_event_hash, hash_algorithm) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+                     ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
+        )
+        .bind(&r.event_id)
+        .bind(&r.event_version)
+        .bind(&r.event_timestamp)
+        .bind(&r.event_type)
+        .bind(&r.event_category)
+        .bind(&r.event_action)
+        .bind(&r.event_outcome)
+        .bind(&r.actor_type)
+        .bind(&r.actor_id)
+        .bind(&r.resource_type)
+        .bind(&r.resource_id)
+        .bind(&r.correlation_id)
+        .bind(&r.parent_event_id)
+        .bind(&r.trace_id)
+        .bind(&r.span_id)
+        .bind(&r.namespace)
+        .bind(&r.cluster_id)
+        .bind(&r.fingerprint)
+        .bind(&r.event_data)
+        .bind(&r.severity)
+        .bind(r.duration_ms)
+        .bind(&r.error_code)
+        .bind(&r.error_message)
+        .bind(&r.event_hash)
+        .bind(&r.previous_event_hash)
+        .bind(&r.hash_algorithm)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(AppendReport {
+        inserted: rows.len() as u64,
+        duplicates,
+    })
+}
+
+pub(super) async fn trail(
+    pool: &SqlitePool,
+    correlation_id: &str,
+    page: Page,
+) -> Result<Vec<RawEventRow>, StoreError> {
+    let rows = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM audit_events \
+          WHERE (correlation_id = ?1 OR legacy_correlation_id = ?1) AND seq > ?2 \
+          ORDER BY seq LIMIT ?3"
+    ))
+    .bind(correlation_id)
+    .bind(page.after_seq.unwrap_or(0))
+    .bind(page.sql_limit())
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+pub(super) async fn ids_for_legacy(
+    pool: &SqlitePool,
+    legacy_id: &str,
+) -> Result<Vec<String>, StoreError> {
+    let ids = sqlx::query_scalar(
+        "SELECT DISTINCT correlation_id FROM audit_events WHERE legacy_correlation_id = ?1 \
+         ORDER BY correlation_id",
+    )
+    .bind(legacy_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(ids)
+}
+
+pub(super) async fn rows_by_time(
+    pool: &SqlitePool,
+    ids: &[String],
+    after: Option<(&str, i64)>,
+    limit: i64,
+) -> Result<Vec<RawEventRow>, StoreError> {
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let (after_ts, after_seq) = match after {
+        Some((ts, seq)) => (Some(ts), seq),
+        None => (None, 0),
+    };
+    // Fixed-width UTC text timestamps compare chronologically.
+    let rows = sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM audit_events \
+          WHERE (correlation_id IN (SELECT value FROM json_each(?1)) \
+                 OR legacy_correlation_id IN (SELECT value FROM json_each(?1))) \
+            AND (?2 IS NULL OR (event_timestamp, seq) > (?2, ?3)) \
+          ORDER BY event_timestamp, seq LIMIT ?4"
+    ))
+    .bind(json_array(&ids))
+    .bind(after_ts)
+    .bind(after_seq)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+pub(super) async fn for_each_in_chain_order(
+    pool: &SqlitePool,
+    mut f: impl FnMut(RawEventRow),
+) -> Result<(), StoreError> {
+    let mut rows = sqlx::query_as::<_, RawEventRow>(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM audit_events ORDER BY COALESCE(legacy_correlation_id, correlation_id), seq"
+    ))
+    .fetch(pool);
+    while let Some(row) = rows.try_next().await? {
+        f(row);
+    }
+    Ok(())
+}
+
+fn json_array(items: &[&str]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
+}

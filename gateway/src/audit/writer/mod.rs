@@ -1,0 +1,932 @@
+//! The audit writer (contract §8): off the request's critical path, bounded, batched, never silently
+//! dropping.
+//!
+//! The request path holds an [`AuditSink`]. It reserves queue slots *before* acting
+//! ([`AuditSink::try_reserve`], non-blocking): when the bounded queue is full the reservation fails with
+//! [`AuditError::Backpressure`] and the HTTP layer answers 503 + `Retry-After` instead of admitting a
+//! signal it could not audit. A reserved slot is then filled with [`Permits::send_one`]/[`Permits::send`]
+//! (which cannot fail for lack of room).
+//!
+//! One writer task drains the queue into batches (`batch_size` events or `batch_interval`, whichever
+//! comes first) and appends them to the store, retrying with jittered exponential backoff. When the
+//! store stays unreachable it appends the batch to the spill file (fsynced) and keeps draining the
+//! queue into the spill; it probes the store with backoff and, once it answers, replays the spill in
+//! order — before any newer event — and empties it. The spill survives restarts (replayed first). When
+//! the spill budget is used up the writer stops draining: the queue fills and ingestion gets 503s.
+//!
+//! What is durable when: an event is in memory once `send` returns; durable once the store commits it
+//! or the spill append is fsynced. A crash (SIGKILL, OOM) loses what is in the queue — at most
+//! `queue_capacity` events plus one batch. A graceful [`WriterHandle::shutdown`] writes everything to the
+//! store or the spill first.
+
+mod spill;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use rand::Rng;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc::{self, PermitIterator, error::TrySendError};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::event::AuditEvent;
+use super::store::{AuditStore, StoreError};
+use spill::Spill;
+
+/// Writer settings. `Default` uses `./audit-spill.jsonl`; the gateway passes a path in its data
+/// directory ([`WriterConfig::in_data_dir`]).
+#[derive(Clone, Debug)]
+pub struct WriterConfig {
+    /// Bounded queue between the request path and the writer (events).
+    pub queue_capacity: usize,
+    /// Flush when this many events are waiting…
+    pub batch_size: usize,
+    /// …or when the oldest waiting event has waited this long.
+    pub batch_interval: Duration,
+    /// The append-only spill file used while the store is unreachable.
+    pub spill_path: PathBuf,
+    /// Once the spill holds this many bytes, the writer stops draining the queue (→ 503 upstream).
+    pub spill_budget_bytes: u64,
+    /// First retry delay; doubles (with jitter) up to `retry_max`.
+    pub retry_initial: Duration,
+    /// Longest delay between store attempts (also the longest `Retry-After` hint).
+    pub retry_max: Duration,
+    /// How long a batch is retried against the store before it goes to the spill.
+    pub spill_after: Duration,
+    /// Bound on one append attempt (a hung connection counts as unavailable).
+    pub insert_timeout: Duration,
+    /// Bound on one probe of a store that was unreachable.
+    pub probe_timeout: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 10_000,
+            batch_size: 256,
+            batch_interval: Duration::from_millis(50),
+            spill_path: PathBuf::from(SPILL_FILE_NAME),
+            spill_budget_bytes: 64 * 1024 * 1024,
+            retry_initial: Duration::from_millis(50),
+            retry_max: Duration::from_secs(5),
+            spill_after: Duration::from_secs(3),
+            insert_timeout: Duration::from_secs(10),
+            probe_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// File name of the spill in the data directory.
+pub const SPILL_FILE_NAME: &str = "audit-spill.jsonl";
+
+impl WriterConfig {
+    /// Defaults with the spill at `<data_dir>/audit-spill.jsonl`.
+    pub fn in_data_dir(data_dir: &Path) -> Self {
+        Self {
+            spill_path: data_dir.join(SPILL_FILE_NAME),
+            ..Self::default()
+        }
+    }
+
+    /// Where events the store refused permanently (not an outage: e.g. a row it cannot represent) are
+    /// kept, next to the spill: `<spill>.rejected.jsonl`.
+    pub fn rejected_path(&self) -> PathBuf {
+        let mut name = self.spill_path.clone().into_os_string();
+        name.push(".rejected.jsonl");
+        PathBuf::from(name)
+    }
+}
+
+/// Errors of the sink and the writer.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit queue full (the store is behind or unreachable and the spill budget is used up); retry after {}s", retry_after.as_secs())]
+    Backpressure { retry_after: Duration },
+    #[error("the audit writer has shut down")]
+    Closed,
+    #[error("audit spill file {path}: {source}")]
+    Spill { path: PathBuf, source: io::Error },
+}
+
+impl AuditError {
+    /// The queue is full: answer 503 + `Retry-After`.
+    pub fn is_backpressure(&self) -> bool {
+        matches!(self, Self::Backpressure { .. })
+    }
+
+    /// The writer is gone (shutting down): also a 503, but not worth a quick retry on this replica.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Self::Closed)
+    }
+
+    /// Suggested `Retry-After`.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Backpressure { retry_after } => Some(*retry_after),
+            Self::Closed => Some(Duration::from_secs(1)),
+            Self::Spill { .. } => None,
+        }
+    }
+}
+
+/// The writer's metrics (contract §8, §13). Names are registered as given (no registry prefix).
+#[derive(Clone, Debug)]
+pub struct AuditMetrics {
+    /// `namegate_audit_queue_depth`: events queued or reserved, not yet taken by the writer.
+    pub queue_depth: Gauge,
+    /// `namegate_audit_batch_duration_seconds`: one successful store append.
+    pub batch_duration: Histogram,
+    /// `namegate_audit_spill_bytes`: size of the spill file.
+    pub spill_bytes: Gauge,
+    /// `namegate_audit_replayed_events_total`: events moved from the spill into the store.
+    pub replayed: Counter,
+    /// `namegate_audit_events_written_total`: events confirmed in the store.
+    pub written: Counter,
+    /// `namegate_audit_spilled_events_total`: events appended to the spill.
+    pub spilled: Counter,
+    /// `namegate_audit_rejected_events_total`: events the store refused permanently, kept in the
+    /// rejected file instead (should stay 0; alert on it).
+    pub rejected: Counter,
+    /// `namegate_audit_dropped_events_total`: events that could be written nowhere. Must stay 0.
+    pub dropped: Counter,
+}
+
+impl Default for AuditMetrics {
+    fn default() -> Self {
+        Self {
+            queue_depth: Gauge::default(),
+            // 0.5 ms … ~16 s.
+            batch_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            spill_bytes: Gauge::default(),
+            replayed: Counter::default(),
+            written: Counter::default(),
+            spilled: Counter::default(),
+            rejected: Counter::default(),
+            dropped: Counter::default(),
+        }
+    }
+}
+
+impl AuditMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "namegate_audit_queue_depth",
+            "Audit events queued or reserved and not yet taken by the writer",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "namegate_audit_batch_duration_seconds",
+            "Duration of one audit batch append to the store",
+            m.batch_duration.clone(),
+        );
+        registry.register(
+            "namegate_audit_spill_bytes",
+            "Size of the audit spill file (events waiting for the store)",
+            m.spill_bytes.clone(),
+        );
+        registry.register(
+            "namegate_audit_replayed_events",
+            "Audit events replayed from the spill file into the store",
+            m.replayed.clone(),
+        );
+        registry.register(
+            "namegate_audit_events_written",
+            "Audit events confirmed in the store",
+            m.written.clone(),
+        );
+        registry.register(
+            "namegate_audit_spilled_events",
+            "Audit events appended to the spill file while the store was unreachable",
+            m.spilled.clone(),
+        );
+        registry.register(
+            "namegate_audit_rejected_events",
+            "Audit events the store refused permanently, kept in the rejected file (should be 0)",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "namegate_audit_dropped_events",
+            "Audit events that could be written nowhere (must be 0)",
+            m.dropped.clone(),
+        );
+        m
+    }
+
+    /// A snapshot of the counters and gauges.
+    pub fn snapshot(&self) -> WriterStats {
+        WriterStats {
+            queue_depth: self.queue_depth.get(),
+            spill_bytes: self.spill_bytes.get(),
+            replayed: self.replayed.get(),
+            written: self.written.get(),
+            spilled: self.spilled.get(),
+            rejected: self.rejected.get(),
+            dropped: self.dropped.get(),
+        }
+    }
+}
+
+/// Point-in-time writer figures (from [`AuditMetrics`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    pub queue_depth: i64,
+    pub spill_bytes: i64,
+    pub replayed: u64,
+    pub written: u64,
+    pub spilled: u64,
+    pub rejected: u64,
+    pub dropped: u64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    metrics: AuditMetrics,
+    /// Seconds a refused caller should wait: the writer's current store backoff.
+    retry_after_secs: AtomicU64,
+}
+
+/// The request path's handle on the audit queue. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AuditSink {
+    tx: mpsc::Sender<AuditEvent>,
+    shared: Arc<Shared>,
+}
+
+impl AuditSink {
+    /// Reserves `n` queue slots without waiting. Fails with [`AuditError::Backpressure`] when the queue
+    /// cannot take `n` more events (nothing is reserved then), [`AuditError::Closed`] after shutdown.
+    pub fn try_reserve(&self, n: usize) -> Result<Permits<'_>, AuditError> {
+        let result = self.tx.try_reserve_many(n);
+        self.update_depth();
+        match result {
+            Ok(permits) => Ok(Permits {
+                permits,
+                remaining: n,
+                sink: self,
+            }),
+            Err(TrySendError::Full(())) => Err(self.backpressure()),
+            Err(TrySendError::Closed(())) => Err(AuditError::Closed),
+        }
+    }
+
+    /// Queues one event without waiting (a reservation of one, filled at once).
+    pub fn try_send(&self, event: AuditEvent) -> Result<(), AuditError> {
+        let result = self.tx.try_send(event);
+        self.update_depth();
+        match result {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(self.backpressure()),
+            Err(TrySendError::Closed(_)) => Err(AuditError::Closed),
+        }
+    }
+
+    /// Events queued or reserved right now.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    pub fn metrics(&self) -> &AuditMetrics {
+        &self.shared.metrics
+    }
+
+    fn update_depth(&self) {
+        self.shared
+            .metrics
+            .queue_depth
+            .set(i64::try_from(self.queue_depth()).unwrap_or(i64::MAX));
+    }
+
+    fn backpressure(&self) -> AuditError {
+        AuditError::Backpressure {
+            retry_after: Duration::from_secs(
+                self.shared.retry_after_secs.load(Ordering::Relaxed).max(1),
+            ),
+        }
+    }
+}
+
+/// Reserved queue slots. Each send fills one; slots not used are released when this is dropped.
+#[derive(Debug)]
+pub struct Permits<'a> {
+    permits: PermitIterator<'a, AuditEvent>,
+    remaining: usize,
+    sink: &'a AuditSink,
+}
+
+impl Permits<'_> {
+    /// Queues `event` on one reserved slot; the others stay reserved.
+    pub fn send_one(&mut self, event: AuditEvent) {
+        match self.permits.next() {
+            Some(permit) => {
+                self.remaining -= 1;
+                permit.send(event);
+            }
+            None => self.overrun(event),
+        }
+        self.sink.update_depth();
+    }
+
+    /// Queues `event` on one reserved slot and releases the rest.
+    pub fn send(mut self, event: AuditEvent) {
+        self.send_one(event);
+    }
+
+    /// Slots still reserved.
+    pub fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    /// More events than reserved (a caller bug). Never drop the event: take a free slot if there is one,
+    /// else wait for one off the request path.
+    fn overrun(&self, event: AuditEvent) {
+        tracing::warn!(
+            event_id = %event.event_id,
+            "audit event sent beyond its reservation; reserve enough slots before acting"
+        );
+        match self.sink.tx.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(event)) => {
+                let tx = self.sink.tx.clone();
+                let metrics = self.sink.shared.metrics.clone();
+                tokio::spawn(async move {
+                    if let Err(mpsc::error::SendError(event)) = tx.send(event).await {
+                        report_dropped(&metrics, &event, "the audit writer shut down");
+                    }
+                });
+            }
+            Err(TrySendError::Closed(event)) => {
+                report_dropped(
+                    &self.sink.shared.metrics,
+                    &event,
+                    "the audit writer shut down",
+                );
+            }
+        }
+    }
+}
+
+/// An event that can be written nowhere: count it and log it whole, so it at least survives in the
+/// logs.
+fn report_dropped(metrics: &AuditMetrics, event: &AuditEvent, why: &str) {
+    metrics.dropped.inc();
+    let json = serde_json::to_string(event).unwrap_or_default();
+    tracing::error!(event_id = %event.event_id, correlation_id = %event.correlation_id, reason = why, event = %json,
+        "AUDIT EVENT DROPPED");
+}
+
+/// Handle to the writer task.
+#[derive(Debug)]
+pub struct WriterHandle {
+    stop: CancellationToken,
+    task: JoinHandle<WriterStats>,
+    shared: Arc<Shared>,
+}
+
+impl WriterHandle {
+    /// Stops accepting new reservations, writes everything queued (and reserved slots once filled) to
+    /// the store — or to the spill when the store is unreachable — and returns the final figures.
+    pub async fn shutdown(self) -> WriterStats {
+        self.stop.cancel();
+        match self.task.await {
+            Ok(stats) => stats,
+            Err(e) => {
+                tracing::error!(error = %e, "audit writer task failed");
+                self.shared.metrics.snapshot()
+            }
+        }
+    }
+
+    pub fn metrics(&self) -> &AuditMetrics {
+        &self.shared.metrics
+    }
+
+    pub fn stats(&self) -> WriterStats {
+        self.shared.metrics.snapshot()
+    }
+}
+
+/// Spawns the writer task.
+#[derive(Debug)]
+pub struct AuditWriter;
+
+impl AuditWriter {
+    /// Registers the metrics in `registry`, opens the spill (replaying it first if a previous run left
+    /// events in it) and spawns the writer.
+    pub async fn spawn(
+        store: AuditStore,
+        config: WriterConfig,
+        registry: &mut Registry,
+    ) -> Result<(AuditSink, WriterHandle), AuditError> {
+        Self::spawn_with_metrics(store, config, AuditMetrics::register(registry)).await
+    }
+
+    /// [`AuditWriter::spawn`] with metrics the caller registered (or not).
+    pub async fn spawn_with_metrics(
+        store: AuditStore,
+        config: WriterConfig,
+        metrics: AuditMetrics,
+    ) -> Result<(AuditSink, WriterHandle), AuditError> {
+        let spill = Spill::open(&config.spill_path)
+            .await
+            .map_err(|source| AuditError::Spill {
+                path: config.spill_path.clone(),
+                source,
+            })?;
+        if !spill.is_empty() {
+            tracing::info!(path = %spill.path().display(), bytes = spill.len(),
+                "audit spill holds events from an earlier run; replaying them before new events");
+        }
+        metrics.spill_bytes.set(len_i64(spill.len()));
+        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let shared = Arc::new(Shared {
+            metrics,
+            retry_after_secs: AtomicU64::new(1),
+        });
+        let stop = CancellationToken::new();
+        let writer = Writer {
+            store,
+            rx,
+            rejected_path: config.rejected_path(),
+            backoff: Backoff::new(config.retry_initial, config.retry_max),
+            // Replay a leftover spill at once.
+            next_probe: Instant::now(),
+            cfg: config,
+            shared: shared.clone(),
+            spill,
+            pending: Vec::new(),
+            shutting_down: false,
+            stop: stop.clone(),
+        };
+        let task = tokio::spawn(writer.run());
+        Ok((
+            AuditSink {
+                tx,
+                shared: shared.clone(),
+            },
+            WriterHandle { stop, task, shared },
+        ))
+    }
+}
+
+fn len_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Jittered exponential backoff.
+#[derive(Debug)]
+struct Backoff {
+    initial: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max,
+            current: initial,
+        }
+    }
+
+    /// The next delay: the current step with ±50 % jitter (so replicas that lost the store at the same
+    /// moment do not probe it in lockstep), then the step doubles.
+    fn next_delay(&mut self) -> Duration {
+        let base = self.current;
+        self.current = (self.current * 2).min(self.max);
+        let jitter: f64 = rand::rng().random_range(0.5..1.5);
+        base.mul_f64(jitter).min(self.max)
+    }
+
+    fn reset(&mut self) {
+        self.current = self.initial;
+    }
+}
+
+/// Where a batch ended up.
+enum Stored {
+    /// Every event is in the store (or, if the store refused one permanently, in the rejected file).
+    Done,
+    /// The store is unreachable; these events (in order) are still to be written.
+    Unavailable(Vec<AuditEvent>, StoreError),
+}
+
+struct Writer {
+    store: AuditStore,
+    rx: mpsc::Receiver<AuditEvent>,
+    cfg: WriterConfig,
+    rejected_path: PathBuf,
+    shared: Arc<Shared>,
+    spill: Spill,
+    /// Taken from the queue, not yet durable anywhere.
+    pending: Vec<AuditEvent>,
+    backoff: Backoff,
+    /// While the spill holds events: when to try the store again.
+    next_probe: Instant,
+    shutting_down: bool,
+    stop: CancellationToken,
+}
+
+impl Writer {
+    fn metrics(&self) -> &AuditMetrics {
+        &self.shared.metrics
+    }
+
+    async fn run(mut self) -> WriterStats {
+        loop {
+            if self.spill.has_unreplayed() && Instant::now() >= self.next_probe {
+                self.try_replay().await;
+            }
+            if !self.pending.is_empty() && !self.deliver_pending().await {
+                // Nowhere to put the batch (spill budget used up, or the spill failing): stop draining
+                // until the store can be tried again, so the queue fills and callers get 503s.
+                self.publish_retry_after();
+                tokio::select! {
+                    biased;
+                    () = self.stop.cancelled() => break,
+                    () = tokio::time::sleep_until(self.next_probe) => continue,
+                }
+            }
+            if !self.collect().await {
+                break;
+            }
+        }
+        self.drain().await;
+        let stats = self.metrics().snapshot();
+        tracing::info!(?stats, "audit writer stopped");
+        stats
+    }
+
+    /// Waits for the next batch. Returns false when the writer should stop.
+    async fn collect(&mut self) -> bool {
+        let size = self.cfg.batch_size.max(1);
+        let mut batch = Vec::with_capacity(size);
+        let probe = self.spill.has_unreplayed().then_some(self.next_probe);
+        tokio::select! {
+            biased;
+            () = self.stop.cancelled() => return false,
+            n = self.rx.recv_many(&mut batch, size) => {
+                if n == 0 {
+                    // Every sink is gone.
+                    return false;
+                }
+            }
+            () = sleep_until_opt(probe), if probe.is_some() => return true,
+        }
+        let deadline = Instant::now() + self.cfg.batch_interval;
+        while batch.len() < size {
+            let room = size - batch.len();
+            tokio::select! {
+                biased;
+                n = self.rx.recv_many(&mut batch, room) => if n == 0 { break },
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        self.set_queue_depth();
+        self.pending = batch;
+        true
+    }
+
+    fn set_queue_depth(&self) {
+        self.metrics()
+            .queue_depth
+            .set(i64::try_from(self.rx.len()).unwrap_or(i64::MAX));
+    }
+
+    fn publish_retry_after(&self) {
+        let wait = self.next_probe.saturating_duration_since(Instant::now());
+        self.shared.retry_after_secs.store(
+            wait.as_secs().clamp(1, self.cfg.retry_max.as_secs().max(1)),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Moves `pending` to the store or the spill. False when it could go nowhere (it stays pending).
+    async fn deliver_pending(&mut self) -> bool {
+        if !self.spill.has_unreplayed() {
+            let batch = std::mem::take(&mut self.pending);
+            match self.store_with_retry(batch).await {
+                Stored::Done => return true,
+                Stored::Unavailable(rest, e) => {
+                    tracing::warn!(error = %e, events = rest.len(), path = %self.spill.path().display(),
+                        "audit store unreachable; spilling to the local file until it is back");
+                    self.pending = rest;
+                    self.next_probe = Instant::now() + self.backoff.next_delay();
+                }
+            }
+        }
+        // The spill holds older events: newer ones go behind them, so replay keeps emission order.
+        self.spill_pending().await
+    }
+
+    async fn spill_pending(&mut self) -> bool {
+        let lines = match Spill::encode(&self.pending) {
+            Ok(lines) => lines,
+            Err(e) => {
+                // Serialising an AuditEvent cannot fail (plain data); if it ever did, retrying would
+                // not help either.
+                for ev in std::mem::take(&mut self.pending) {
+                    report_dropped(self.metrics(), &ev, &format!("cannot serialise: {e}"));
+                }
+                return true;
+            }
+        };
+        let fits = self.spill.is_empty()
+            || self.spill.len() + lines.len() as u64 <= self.cfg.spill_budget_bytes;
+        if !fits && !self.shutting_down {
+            tracing::warn!(
+                spill_bytes = self.spill.len(),
+                budget = self.cfg.spill_budget_bytes,
+                "audit spill budget used up; no longer draining the queue (ingestion will answer 503)"
+            );
+            return false;
+        }
+        match self.spill.append_encoded(&lines).await {
+            Ok(()) => {
+                self.metrics().spilled.inc_by(self.pending.len() as u64);
+                self.metrics().spill_bytes.set(len_i64(self.spill.len()));
+                self.pending.clear();
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, path = %self.spill.path().display(),
+                    "cannot append to the audit spill file; holding the batch in memory");
+                if self.next_probe <= Instant::now() {
+                    self.next_probe = Instant::now() + self.backoff.next_delay();
+                }
+                false
+            }
+        }
+    }
+
+    /// Appends with retries until `spill_after` has passed.
+    async fn store_with_retry(&mut self, batch: Vec<AuditEvent>) -> Stored {
+        let deadline = Instant::now() + self.cfg.spill_after;
+        let mut backoff = Backoff::new(self.cfg.retry_initial, self.cfg.retry_max);
+        let mut batch = batch;
+        loop {
+            match self.store_events(batch).await {
+                Stored::Done => return Stored::Done,
+                Stored::Unavailable(rest, e) => {
+                    let delay = backoff.next_delay();
+                    if Instant::now() + delay >= deadline {
+                        return Stored::Unavailable(rest, e);
+                    }
+                    tracing::debug!(error = %e, ?delay, "audit append failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    batch = rest;
+                }
+            }
+        }
+    }
+
+    /// One attempt to store `events`, isolating events the store refuses permanently.
+    async fn store_events(&mut self, events: Vec<AuditEvent>) -> Stored {
+        let mut events = events;
+        loop {
+            match self.append_once(&events).await {
+                Ok(()) => return Stored::Done,
+                Err(e) if e.is_retryable() => return Stored::Unavailable(events, e),
+                Err(StoreError::InvalidEvent { event_id, reason }) => {
+                    // One bad event must not block the others.
+                    let Some(i) = events.iter().position(|ev| ev.event_id == event_id) else {
+                        return self.store_one_by_one(events).await;
+                    };
+                    let bad = events.remove(i);
+                    self.reject(&bad, &reason).await;
+                    if events.is_empty() {
+                        return Stored::Done;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, events = events.len(),
+                        "audit batch refused; storing its events one by one to isolate the cause");
+                    return self.store_one_by_one(events).await;
+                }
+            }
+        }
+    }
+
+    async fn store_one_by_one(&mut self, events: Vec<AuditEvent>) -> Stored {
+        let mut iter = events.into_iter();
+        while let Some(ev) = iter.next() {
+            match self.append_once(std::slice::from_ref(&ev)).await {
+                Ok(()) => {}
+                Err(e) if e.is_retryable() => {
+                    let mut rest = vec![ev];
+                    rest.extend(iter);
+                    return Stored::Unavailable(rest, e);
+                }
+                Err(e) => self.reject(&ev, &e.to_string()).await,
+            }
+        }
+        Stored::Done
+    }
+
+    async fn append_once(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let result =
+            tokio::time::timeout(self.cfg.insert_timeout, self.store.append_batch(events)).await;
+        match result {
+            Ok(Ok(report)) => {
+                self.metrics()
+                    .batch_duration
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics()
+                    .written
+                    .inc_by(report.inserted + report.duplicates);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            // A hung store is an unavailable store. If the commit went through after all, the replay
+            // finds the events by event_id and skips them.
+            Err(_) => Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
+        }
+    }
+
+    /// Keeps an event the store refused permanently in the rejected file.
+    async fn reject(&mut self, event: &AuditEvent, reason: &str) {
+        tracing::error!(event_id = %event.event_id, correlation_id = %event.correlation_id, reason,
+            path = %self.rejected_path.display(), "audit store refused an event permanently; keeping it in the rejected file");
+        let line = serde_json::json!({ "reason": reason, "event": event });
+        match append_line(&self.rejected_path, &line).await {
+            Ok(()) => {
+                self.metrics().rejected.inc();
+            }
+            Err(e) => report_dropped(
+                self.metrics(),
+                event,
+                &format!("rejected by the store ({reason}) and the rejected file failed: {e}"),
+            ),
+        }
+    }
+
+    /// Replays the spill into the store, oldest first, chunk by chunk. On success the spill is emptied;
+    /// when the store is still unreachable the next probe is scheduled.
+    async fn try_replay(&mut self) {
+        match tokio::time::timeout(self.cfg.probe_timeout, self.store.ping()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return self.replay_failed(&e.to_string()),
+            Err(_) => return self.replay_failed("probe timed out"),
+        }
+        while self.spill.has_unreplayed() {
+            let chunk = match self.spill.read_chunk(self.cfg.batch_size.max(1)).await {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    tracing::error!(error = %e, path = %self.spill.path().display(), "cannot read the audit spill file");
+                    return self.replay_failed("spill unreadable");
+                }
+            };
+            for bad in &chunk.bad_lines {
+                self.reject_line(bad).await;
+            }
+            let n = chunk.events.len() as u64;
+            match self.store_events(chunk.events).await {
+                Stored::Done => {
+                    self.metrics().replayed.inc_by(n);
+                    self.spill.mark_replayed(chunk.end);
+                }
+                Stored::Unavailable(_, e) => return self.replay_failed(&e.to_string()),
+            }
+        }
+        match self.spill.clear().await {
+            Ok(()) => {
+                tracing::info!("audit store is back; spill replayed and emptied");
+                self.metrics().spill_bytes.set(0);
+                self.backoff.reset();
+                self.shared.retry_after_secs.store(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                // Everything is in the store; a later clear retries (replay skips what is stored).
+                tracing::error!(error = %e, path = %self.spill.path().display(), "cannot empty the audit spill file");
+            }
+        }
+    }
+
+    fn replay_failed(&mut self, why: &str) {
+        let delay = self.backoff.next_delay();
+        tracing::debug!(reason = why, ?delay, "audit store still unreachable");
+        self.next_probe = Instant::now() + delay;
+        self.publish_retry_after();
+    }
+
+    async fn reject_line(&mut self, bad: &spill::BadLine) {
+        tracing::error!(offset = bad.offset, error = %bad.error, "unparseable line in the audit spill file; moving it to the rejected file");
+        let line = serde_json::json!({ "reason": format!("unparseable spill line: {}", bad.error), "line": bad.text });
+        match append_line(&self.rejected_path, &line).await {
+            Ok(()) => {
+                self.metrics().rejected.inc();
+            }
+            Err(e) => {
+                self.metrics().dropped.inc();
+                tracing::error!(error = %e, line = %bad.text, "AUDIT SPILL LINE DROPPED");
+            }
+        }
+    }
+
+    /// Graceful stop: no new reservations; everything queued goes to the store, or to the spill (budget
+    /// ignored: exceeding it beats losing events).
+    async fn drain(&mut self) {
+        self.shutting_down = true;
+        self.rx.close();
+        if self.spill.has_unreplayed() {
+            self.try_replay().await;
+        }
+        loop {
+            if self.pending.is_empty() {
+                let mut batch = Vec::with_capacity(self.cfg.batch_size.max(1));
+                // After close(), recv_many still returns buffered events and waits for reserved slots
+                // to be filled or released; 0 means nothing is left.
+                if self
+                    .rx
+                    .recv_many(&mut batch, self.cfg.batch_size.max(1))
+                    .await
+                    == 0
+                {
+                    break;
+                }
+                self.pending = batch;
+            }
+            if !self.deliver_pending().await {
+                for ev in std::mem::take(&mut self.pending) {
+                    report_dropped(
+                        self.metrics(),
+                        &ev,
+                        "shutting down with the store unreachable and the spill failing",
+                    );
+                }
+            }
+        }
+        self.set_queue_depth();
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn append_line(path: &Path, value: &serde_json::Value) -> io::Result<()> {
+    let mut line = serde_json::to_vec(value).map_err(io::Error::other)?;
+    line.push(b'\n');
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await?;
+    file.write_all(&line).await?;
+    file.flush().await?;
+    file.sync_data().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_caps() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let first = b.next_delay();
+        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(150));
+        for _ in 0..10 {
+            assert!(b.next_delay() <= Duration::from_secs(1));
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(150));
+    }
+
+    #[test]
+    fn rejected_file_sits_next_to_the_spill() {
+        let cfg = WriterConfig::in_data_dir(Path::new("/var/lib/namegate"));
+        assert_eq!(
+            cfg.spill_path,
+            Path::new("/var/lib/namegate/audit-spill.jsonl")
+        );
+        assert_eq!(
+            cfg.rejected_path(),
+            Path::new("/var/lib/namegate/audit-spill.jsonl.rejected.jsonl")
+        );
+    }
+
+    #[test]
+    fn backpressure_is_classified() {
+        let e = AuditError::Backpressure {
+            retry_after: Duration::from_secs(3),
+        };
+        assert!(e.is_backpressure());
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
+        assert!(!AuditError::Closed.is_backpressure());
+    }
+}
