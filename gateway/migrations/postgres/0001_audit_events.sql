@@ -24,7 +24,9 @@ CREATE TABLE audit_events (
     namespace             TEXT,
     cluster_id            TEXT,
     fingerprint           TEXT,
-    event_data            JSONB       NOT NULL,
+    -- json, not jsonb: the text is kept byte for byte, and the hash chain covers exactly that text
+    -- (jsonb would reorder keys and reformat numbers). ->> still works for ad-hoc queries.
+    event_data            JSON        NOT NULL,
     severity              TEXT,
     duration_ms           BIGINT,
     error_code            TEXT,
