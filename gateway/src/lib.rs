@@ -6,5 +6,13 @@
 #![forbid(unsafe_code)]
 
 pub mod adapters;
+pub mod admission;
+pub mod apiserver;
 pub mod audit;
+pub mod config;
+pub mod http;
+pub mod index;
+pub mod occurrence;
+pub mod serve;
 pub mod signal;
+pub mod telemetry;

@@ -1,1 +1,160 @@
-fn main() {}
+//! The `namegate` command: `serve`, `fingerprint`, `crd`, `audit`.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use crd_schema::{Attempt, Target, name};
+use namegate::config::{Config, Settings};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "namegate",
+    version,
+    about = "Signal admission gateway for Kubernetes: the RR name is the lock"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// YAML file with the same keys as the flags (flags and env win).
+        #[arg(long, env = "NAMEGATE_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Box<Settings>,
+    },
+    /// Print the fingerprint of a workload and the name of its first RemediationRequest.
+    Fingerprint {
+        #[arg(long, default_value = "")]
+        namespace: String,
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// Print the RemediationRequest CRD (generated from the Rust types).
+    Crd,
+    /// Inspect and check the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// The trail of one correlation ID (an RR name, `fp:<fingerprint>`, or a legacy ID), oldest first.
+    Show {
+        correlation_id: String,
+        #[arg(long, env = "NAMEGATE_AUDIT_URL")]
+        audit_url: String,
+    },
+    /// Recompute every hash chain and report each break.
+    Verify {
+        #[arg(long, env = "NAMEGATE_AUDIT_URL")]
+        audit_url: String,
+        #[arg(long, env = "NAMEGATE_AUDIT_HMAC_KEY_FILE")]
+        hmac_key_file: Option<PathBuf>,
+    },
+    /// Apply the audit store's schema migrations and exit.
+    MigrateSchema {
+        #[arg(long, env = "NAMEGATE_AUDIT_URL")]
+        audit_url: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config, settings } => {
+            let cfg = match Config::load(*settings, config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("namegate: invalid configuration: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            run_async(namegate::serve::run(cfg))
+        }
+        Command::Fingerprint {
+            namespace,
+            kind,
+            name: workload,
+            cluster,
+        } => {
+            let target = Target {
+                cluster,
+                namespace,
+                kind,
+                name: workload,
+                api_version: None,
+            };
+            let fp = target.fingerprint();
+            println!("fingerprint: {fp}");
+            println!("input:       {}", target.fingerprint_input());
+            println!("rr name:     {}", name::name(&fp, Attempt::FIRST));
+            ExitCode::SUCCESS
+        }
+        Command::Crd => {
+            print!("{}", crd_schema::rr::crd_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Audit { command } => match command {
+            AuditCommand::Show {
+                correlation_id,
+                audit_url,
+            } => run_async(async move {
+                let mut out = std::io::stdout().lock();
+                namegate::audit::cli::show(&audit_url, &correlation_id, &mut out).await
+            }),
+            AuditCommand::Verify {
+                audit_url,
+                hmac_key_file,
+            } => run_async(async move {
+                let report = namegate::audit::cli::verify(&audit_url, hmac_key_file.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if report.is_clean() {
+                    Ok(())
+                } else {
+                    Err(format!("{} chain break(s)", report.breaks.len()))
+                }
+            }),
+            AuditCommand::MigrateSchema { audit_url } => {
+                run_async(async move { namegate::audit::cli::migrate_schema(&audit_url).await })
+            }
+        },
+    }
+}
+
+fn run_async<F, E>(fut: F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("namegate: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("namegate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! Admission (contract §7): one signal in, "created" or "duplicate" out, with the RR name as the lock.
+//!
+//! 1. The index says whether a suppressing RR exists: if so the signal is its duplicate (no API call).
+//! 2. Otherwise, with `k` the highest live attempt, create `name(fp, k+1)`. When `k ≥ 1` the index's
+//!    RR `k` is first re-read from the API server (a consistent GET): it may have become suppressing
+//!    (answer duplicate) or have been deleted (re-derive `k` by a consistent list). This read is what
+//!    bounds the deletion window analysed in `docs/decisions/0001-name-as-lock.md`.
+//! 3. `409 AlreadyExists` → GET the name: another fingerprint → collision alarm; being deleted →
+//!    brief retry then 503; suppressing → duplicate; terminal → next attempt (bounded).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crd_schema::name::{self, Attempt};
+use crd_schema::rr::{RemediationRequestSpec, TargetResource, TargetType};
+use crd_schema::{Fingerprint, RemediationRequest, meta};
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::apiserver::{ApiError, RrApi};
+use crate::index::{RrIndex, RrRef};
+use crate::occurrence::Occurrences;
+use crate::signal::Signal;
+
+/// How many successive attempts one signal may try after `AlreadyExists` on terminal RRs.
+const MAX_REATTEMPTS: u32 = 16;
+/// Waits for an RR that is being deleted to go away before answering 503.
+const DELETING_RETRIES: u32 = 3;
+const DELETING_WAIT: Duration = Duration::from_millis(200);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Created(Admitted),
+    Duplicate(Admitted),
+}
+
+impl Decision {
+    pub fn admitted(&self) -> &Admitted {
+        match self {
+            Self::Created(a) | Self::Duplicate(a) => a,
+        }
+    }
+}
+
+/// The RR a signal was admitted to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admitted {
+    pub fingerprint: Fingerprint,
+    pub name: String,
+    /// 0 for a legacy RR without an attempt label.
+    pub attempt: u32,
+    pub uid: Option<Uuid>,
+    /// The occurrence count as far as this replica knows it (the RR's last written count plus this
+    /// replica's unflushed occurrences): exact after quiescence, a lower bound during a storm.
+    pub count: i32,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    /// The create response's resourceVersion (created only): lets the first status write skip a read.
+    pub created_rv: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdmissionError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// An RR of the computed name carries another fingerprint: SHA-256 collided, or someone created
+    /// that name by hand. Never resolved automatically.
+    #[error("RR {name} exists with fingerprint {existing}, not {expected}")]
+    HashCollision {
+        name: String,
+        existing: String,
+        expected: String,
+    },
+    #[error("RR {name} is being deleted; its name is not free yet")]
+    BeingDeleted { name: String },
+    #[error("gave up after {MAX_REATTEMPTS} successive attempts found terminal RRs")]
+    TooManyAttempts,
+    #[error("attempt numbers of this fingerprint are exhausted")]
+    AttemptsExhausted,
+}
+
+impl AdmissionError {
+    /// Retryable: the client gets 503 with `Retry-After`.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Api(e) => e.is_unavailable(),
+            Self::BeingDeleted { .. } | Self::TooManyAttempts => true,
+            Self::HashCollision { .. } | Self::AttemptsExhausted => false,
+        }
+    }
+
+    pub fn is_hash_collision(&self) -> bool {
+        matches!(self, Self::HashCollision { .. })
+    }
+
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            Self::Api(e) => e.retry_after().unwrap_or(Duration::from_secs(1)),
+            _ => Duration::from_secs(1),
+        }
+    }
+
+    /// A short stable code for audit `error_code` and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Api(ApiError::Refused { .. }) => "apiserver_refused",
+            Self::Api(ApiError::CircuitOpen { .. }) => "apiserver_circuit_open",
+            Self::Api(_) => "apiserver_unavailable",
+            Self::HashCollision { .. } => "hash_collision",
+            Self::BeingDeleted { .. } => "rr_being_deleted",
+            Self::TooManyAttempts => "too_many_attempts",
+            Self::AttemptsExhausted => "attempts_exhausted",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Admission {
+    index: Arc<RrIndex>,
+    api: RrApi,
+    occurrences: Arc<Occurrences>,
+    namespace: String,
+}
+
+/// What the API server said about one RR, reduced to what the decision needs.
+struct Observed {
+    name: String,
+    fingerprint: Option<Fingerprint>,
+    uid: Option<Uuid>,
+    attempt: u32,
+    deleting: bool,
+    suppressing: bool,
+    count: i32,
+    first_seen: Option<Timestamp>,
+    last_seen: Option<Timestamp>,
+}
+
+impl Observed {
+    fn of(rr: &RemediationRequest, now: Timestamp) -> Self {
+        let dedup = rr.status.as_ref().and_then(|s| s.deduplication.as_ref());
+        let name = rr.metadata.name.clone().unwrap_or_default();
+        let fingerprint = rr.spec.signal_fingerprint.parse().ok();
+        let attempt = name::parse(&name)
+            .ok()
+            .filter(|p| Some(p.fingerprint) == fingerprint)
+            .map(|p| p.attempt.get())
+            .or_else(|| {
+                rr.metadata
+                    .labels
+                    .as_ref()?
+                    .get(meta::ATTEMPT_LABEL)?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0);
+        Self {
+            uid: rr.metadata.uid.as_deref().and_then(|u| u.parse().ok()),
+            attempt,
+            deleting: rr.metadata.deletion_timestamp.is_some(),
+            suppressing: rr.metadata.deletion_timestamp.is_none()
+                && rr.phase_view().is_suppressing(now),
+            count: dedup.map_or(0, |d| d.occurrence_count),
+            first_seen: dedup.map(|d| d.first_seen_at.0),
+            last_seen: dedup.map(|d| d.last_seen_at.0),
+            fingerprint,
+            name,
+        }
+    }
+}
+
+impl Admission {
+    pub fn new(
+        index: Arc<RrIndex>,
+        api: RrApi,
+        occurrences: Arc<Occurrences>,
+        namespace: String,
+    ) -> Self {
+        Self {
+            index,
+            api,
+            occurrences,
+            namespace,
+        }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub async fn admit(
+        &self,
+        signal: &Signal,
+        deadline: Instant,
+    ) -> Result<Decision, AdmissionError> {
+        let fp = signal.fingerprint;
+        let now = signal.received_time;
+        let lookup = self.index.lookup(&fp, now);
+        if let Some(rr) = lookup.suppressing {
+            return Ok(self.duplicate_of_indexed(&fp, rr, now));
+        }
+
+        let mut k = lookup.highest.as_ref().map_or(0, |h| h.attempt);
+        if let Some(highest) = lookup.highest {
+            // Consistent read of the RR the index believes is the newest (see module docs).
+            match self.api.get(&highest.name, deadline).await? {
+                Some(rr) => {
+                    let seen = Observed::of(&rr, now);
+                    if seen.fingerprint == Some(fp) && seen.suppressing {
+                        return Ok(self.duplicate_of_observed(&fp, seen, now));
+                    }
+                }
+                None => match self.consistent_highest(&fp, now, deadline).await? {
+                    Ok(dup) => return Ok(dup),
+                    Err(highest) => k = highest,
+                },
+            }
+        }
+
+        let mut attempt =
+            Attempt::new(k.saturating_add(1)).ok_or(AdmissionError::AttemptsExhausted)?;
+        let mut deleting_waits = 0;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            if tries > MAX_REATTEMPTS {
+                return Err(AdmissionError::TooManyAttempts);
+            }
+            let rr = self.build(signal, attempt);
+            let rr_name = name::name(&fp, attempt);
+            match self.api.create(&rr, deadline).await {
+                Ok(created) => {
+                    return Ok(Decision::Created(Admitted {
+                        fingerprint: fp,
+                        name: rr_name,
+                        attempt: attempt.get(),
+                        uid: created.metadata.uid.as_deref().and_then(|u| u.parse().ok()),
+                        count: 0,
+                        first_seen: now,
+                        last_seen: now,
+                        created_rv: created.metadata.resource_version,
+                    }));
+                }
+                Err(ApiError::AlreadyExists) => {}
+                Err(e) => return Err(e.into()),
+            }
+            // The name is taken: read what holds it, from the API server, not the cache.
+            let Some(existing) = self.api.get(&rr_name, deadline).await? else {
+                // Deleted between our create and our read: the name is free again, try it once more.
+                continue;
+            };
+            let seen = Observed::of(&existing, now);
+            if seen.fingerprint != Some(fp) {
+                return Err(AdmissionError::HashCollision {
+                    name: rr_name,
+                    existing: existing.spec.signal_fingerprint.clone(),
+                    expected: fp.to_hex(),
+                });
+            }
+            if seen.deleting {
+                deleting_waits += 1;
+                if deleting_waits > DELETING_RETRIES || Instant::now() + DELETING_WAIT >= deadline {
+                    return Err(AdmissionError::BeingDeleted { name: rr_name });
+                }
+                tokio::time::sleep(DELETING_WAIT).await;
+                continue;
+            }
+            if seen.suppressing {
+                return Ok(self.duplicate_of_observed(&fp, seen, now));
+            }
+            attempt = attempt.next().ok_or(AdmissionError::AttemptsExhausted)?;
+        }
+    }
+
+    /// The index's newest RR is gone: list the fingerprint consistently. `Ok` = a duplicate of a
+    /// suppressing RR found there; `Err(k)` = the true highest live attempt to continue from.
+    async fn consistent_highest(
+        &self,
+        fp: &Fingerprint,
+        now: Timestamp,
+        deadline: Instant,
+    ) -> Result<Result<Decision, u32>, AdmissionError> {
+        let items = self.api.list_fingerprint(&fp.to_hex(), deadline).await?;
+        let seen: Vec<Observed> = items.iter().map(|rr| Observed::of(rr, now)).collect();
+        let k = seen.iter().map(|o| o.attempt).max().unwrap_or(0);
+        let best = seen
+            .into_iter()
+            .filter(|o| o.suppressing)
+            .max_by_key(|o| o.attempt);
+        Ok(match best {
+            Some(o) => Ok(self.duplicate_of_observed(fp, o, now)),
+            None => Err(k),
+        })
+    }
+
+    fn duplicate_of_indexed(&self, fp: &Fingerprint, rr: RrRef, now: Timestamp) -> Decision {
+        Decision::Duplicate(Admitted {
+            fingerprint: *fp,
+            count: rr.occurrence_count,
+            first_seen: rr.first_seen.unwrap_or(now),
+            last_seen: now.max(rr.last_seen.unwrap_or(now)),
+            name: rr.name,
+            attempt: rr.attempt,
+            uid: Some(rr.uid),
+            created_rv: None,
+        })
+    }
+
+    fn duplicate_of_observed(&self, fp: &Fingerprint, o: Observed, now: Timestamp) -> Decision {
+        Decision::Duplicate(Admitted {
+            fingerprint: *fp,
+            count: o.count,
+            first_seen: o.first_seen.unwrap_or(now),
+            last_seen: now.max(o.last_seen.unwrap_or(now)),
+            name: o.name,
+            attempt: o.attempt,
+            uid: o.uid,
+            created_rv: None,
+        })
+    }
+
+    /// Counts the decision as one occurrence of its RR (contract §7a). Called only once the answer
+    /// that reports it (201/202, or its line in a 207) is certain to be sent, so that after
+    /// quiescence the RRs' counts equal the answers given; a batch answered 503 records nothing.
+    pub fn record(&self, decision: &mut Decision, at: Timestamp) {
+        let (a, created) = match decision {
+            Decision::Created(a) => (a, true),
+            Decision::Duplicate(a) => (a, false),
+        };
+        let pending =
+            self.occurrences
+                .record(a.fingerprint, &a.name, a.uid, at, a.created_rv.take());
+        a.count = if created {
+            pending
+        } else {
+            a.count.saturating_add(pending)
+        };
+    }
+
+    /// The RR for attempt `attempt` of `signal` (contract §6).
+    pub fn build(&self, signal: &Signal, attempt: Attempt) -> RemediationRequest {
+        build_rr(signal, attempt)
+    }
+}
+
+/// The RR for attempt `attempt` of `signal` (contract §6): spec from the signal, the attempt label and
+/// correlation annotation, no ownerReferences.
+pub fn build_rr(signal: &Signal, attempt: Attempt) -> RemediationRequest {
+    let rr_name = name::name(&signal.fingerprint, attempt);
+    let target = &signal.target;
+    let mut rr = RemediationRequest::new(
+        &rr_name,
+        RemediationRequestSpec {
+            signal_fingerprint: signal.fingerprint.to_hex(),
+            signal_name: signal.name.clone(),
+            severity: signal.severity.clone(),
+            signal_type: "alert".into(),
+            signal_source: Some(signal.source.as_str().into()),
+            target_type: TargetType::Kubernetes,
+            target_resource: TargetResource {
+                kind: target.kind.clone(),
+                name: target.name.clone(),
+                namespace: (!target.namespace.is_empty()).then(|| target.namespace.clone()),
+                api_version: target.api_version.clone(),
+            },
+            cluster_id: target.cluster.clone().filter(|c| !c.is_empty()),
+            firing_time: Time(signal.firing_time),
+            received_time: Time(signal.received_time),
+            signal_labels: signal.labels.clone(),
+            signal_annotations: signal.annotations.clone(),
+            provider_data: signal.provider_data.clone(),
+            original_payload: Some(signal.original_payload.clone()),
+        },
+    );
+    rr.metadata.labels = Some(BTreeMap::from([
+        (
+            meta::MANAGED_BY_KEY.to_owned(),
+            meta::MANAGED_BY_VALUE.to_owned(),
+        ),
+        (meta::ATTEMPT_LABEL.to_owned(), attempt.to_string()),
+    ]));
+    rr.metadata.annotations = Some(BTreeMap::from([(
+        meta::CORRELATION_ANNOTATION.to_owned(),
+        rr_name,
+    )]));
+    rr
+}

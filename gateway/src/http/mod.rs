@@ -1,0 +1,217 @@
+//! The HTTP surface: the ingestion port (signals and audit lookups), the health port and the metrics
+//! port.
+//!
+//! Layers of the ingestion router, outermost first — the order is the design:
+//! 1. request ID (every response carries `X-Request-ID`);
+//! 2. problem rendering (every error leaves as RFC 7807 with that ID);
+//! 3. readiness gate (503 until the index has synced, and while draining);
+//! 4. load shedding (a concurrency limit that answers 503 + `Retry-After` at once — never 429, which
+//!    Alertmanager does not retry — instead of queueing);
+//! 5. the request deadline (503 when it passes);
+//! 6. authentication (before any byte of the body is read);
+//! 7. content type (415), then the handler reads the body under the one 256 KiB limit (413).
+
+pub mod auth;
+pub mod ingest;
+pub mod problem;
+pub mod request_id;
+pub mod server;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::Semaphore;
+
+use crate::index::RrIndex;
+use problem::Problem;
+
+/// Whether this replica should receive traffic.
+#[derive(Debug)]
+pub struct Readiness {
+    index: Arc<RrIndex>,
+    draining: AtomicBool,
+}
+
+impl Readiness {
+    pub fn new(index: Arc<RrIndex>) -> Arc<Self> {
+        Arc::new(Self {
+            index,
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.index.is_synced() && !self.draining.load(Ordering::Acquire)
+    }
+
+    /// Readiness drops first on shutdown, so endpoints stop routing here before requests are refused.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_concurrency: usize,
+    pub request_timeout: Duration,
+}
+
+async fn readiness_gate(State(ready): State<Arc<Readiness>>, req: Request, next: Next) -> Response {
+    if !ready.is_ready() {
+        return Problem::unavailable(
+            "this replica is not ready (index not synced, or shutting down)",
+            Duration::from_secs(1),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+async fn shed_load(State(permits): State<Arc<Semaphore>>, req: Request, next: Next) -> Response {
+    let Ok(_permit) = permits.try_acquire() else {
+        return Problem::unavailable(
+            "too many requests in flight on this replica",
+            Duration::from_secs(1),
+        )
+        .into_response();
+    };
+    next.run(req).await
+}
+
+async fn deadline(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
+    // Admission bounds its own API calls by the same deadline; this is the backstop that guarantees
+    // an answer, with a grace period so admission normally answers first.
+    match tokio::time::timeout(timeout + Duration::from_secs(1), next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => Problem::unavailable("the request deadline passed", Duration::from_secs(1))
+            .into_response(),
+    }
+}
+
+async fn require_json(req: Request, next: Next) -> Response {
+    if req.method() == Method::POST {
+        let ct = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let is_json = ct
+            .and_then(|ct| ct.split(';').next())
+            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return Problem::unsupported_media_type(ct).into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// The ingestion router with all its layers.
+pub fn ingestion_router(
+    ingest: Arc<ingest::Ingest>,
+    lookups: Router,
+    readiness: Arc<Readiness>,
+    auth_mode: auth::AuthMode,
+    limits: &Limits,
+) -> Router {
+    Router::new()
+        .route("/api/v1/signals/prometheus", post(ingest::prometheus))
+        .route(
+            "/api/v1/signals/kubernetes-event",
+            post(ingest::kubernetes_event),
+        )
+        .with_state(ingest)
+        .merge(lookups)
+        .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
+        .fallback(|| async { Problem::not_found() })
+        .layer(middleware::from_fn(require_json))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(auth_mode),
+            auth::layer,
+        ))
+        .layer(middleware::from_fn_with_state(
+            limits.request_timeout,
+            deadline,
+        ))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(Semaphore::new(limits.max_concurrency)),
+            shed_load,
+        ))
+        .layer(middleware::from_fn_with_state(readiness, readiness_gate))
+        .layer(middleware::from_fn(problem::render))
+        .layer(middleware::from_fn(request_id::layer))
+}
+
+/// `/healthz` (the process serves), `/readyz` (it should receive traffic), and
+/// `/debug/index/{fingerprint}`: what this replica's index holds for a fingerprint, so an operator can
+/// see why a replica answers "duplicate" (the health port is not exposed through the Service).
+pub fn health_router(readiness: Arc<Readiness>) -> Router {
+    let index = readiness.index.clone();
+    let debug = Router::new()
+        .route(
+            "/debug/index/{fingerprint}",
+            get(
+                |State(index): State<Arc<RrIndex>>,
+                 axum::extract::Path(fp): axum::extract::Path<String>| async move {
+                    match fp.parse::<crd_schema::Fingerprint>() {
+                        Ok(fp) => axum::Json(serde_json::json!({
+                            "synced": index.is_synced(),
+                            "lookup": index.lookup(&fp, jiff::Timestamp::now()),
+                            "entries": index.entries(&fp),
+                        }))
+                        .into_response(),
+                        Err(_) => (
+                            axum::http::StatusCode::BAD_REQUEST,
+                            "not a fingerprint (64 lowercase hex)",
+                        )
+                            .into_response(),
+                    }
+                },
+            ),
+        )
+        .with_state(index);
+    Router::new()
+        .merge(debug)
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(r): State<Arc<Readiness>>| async move {
+                if r.is_ready() {
+                    (axum::http::StatusCode::OK, "ready")
+                } else {
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                }
+            }),
+        )
+        .with_state(readiness)
+}
+
+/// `/metrics` in the Prometheus text format.
+pub fn metrics_router(registry: Arc<prometheus_client::registry::Registry>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(
+                |State(reg): State<Arc<prometheus_client::registry::Registry>>| async move {
+                    let mut out = String::new();
+                    match prometheus_client::encoding::text::encode(&mut out, &reg) {
+                        Ok(()) => (
+                            [(
+                                header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            out,
+                        )
+                            .into_response(),
+                        Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                    }
+                },
+            ),
+        )
+        .with_state(registry)
+}

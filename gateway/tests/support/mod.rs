@@ -1,0 +1,269 @@
+//! Running real `namegate serve` processes against the real kube-apiserver.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use crd_schema::RemediationRequest;
+use kube::api::ListParams;
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+pub use namegate_e2e::{client, fresh_namespace, install_crd};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One `namegate serve` process.
+#[derive(Debug)]
+pub struct Replica {
+    pub child: Child,
+    pub port: u16,
+    pub health_port: u16,
+    pub metrics_port: u16,
+    pub audit_url: String,
+    pub log: PathBuf,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ReplicaOptions {
+    pub freeze_index: bool,
+    pub audit_url: Option<String>,
+    pub extra_args: Vec<String>,
+}
+
+impl Replica {
+    /// Starts a replica and waits until `/readyz` answers 200 (the index has synced).
+    pub async fn start(
+        namespace: &str,
+        dir: &std::path::Path,
+        idx: usize,
+        opts: &ReplicaOptions,
+    ) -> Replica {
+        let (port, health_port, metrics_port) = (free_port(), free_port(), free_port());
+        let audit_url = opts.audit_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}", dir.join(format!("audit-{idx}.db")).display())
+        });
+        let log = dir.join(format!("replica-{idx}.log"));
+        let log_file = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_namegate"));
+        cmd.arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--health-listen", &format!("127.0.0.1:{health_port}")])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--namespace", namespace])
+            .args(["--audit-url", &audit_url])
+            .args([
+                "--audit-spill-path",
+                &dir.join(format!("spill-{idx}.jsonl")).display().to_string(),
+            ])
+            .args([
+                "--auth",
+                "none",
+                "--shutdown-delay",
+                "0s",
+                "--log-level",
+                "info,namegate=debug",
+            ])
+            .args(&opts.extra_args)
+            .stdout(Stdio::from(log_file.try_clone().unwrap()))
+            .stderr(Stdio::from(log_file));
+        if opts.freeze_index {
+            cmd.args(["--fault-freeze-index", "true"]);
+        }
+        let child = cmd.spawn().expect("spawning namegate serve");
+        let mut r = Replica {
+            child,
+            port,
+            health_port,
+            metrics_port,
+            audit_url,
+            log,
+        };
+        r.wait_ready().await;
+        r
+    }
+
+    async fn wait_ready(&mut self) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.health_port);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(resp) = reqwest::get(&url).await
+                && resp.status() == 200
+            {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "replica exited with {status} before becoming ready; log:\n{}",
+                    self.log_tail()
+                );
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "replica not ready within 60 s:\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// SIGTERM, then wait for the exit (the graceful path flushes occurrences and audit).
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.child.wait().unwrap()
+    }
+
+    /// What this replica's index holds for a fingerprint (health port debug endpoint).
+    pub async fn index_view(&self, fingerprint: &str) -> Value {
+        reqwest::get(format!(
+            "http://127.0.0.1:{}/debug/index/{fingerprint}",
+            self.health_port
+        ))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A namespace with the CRD installed and N replicas serving it.
+pub struct Cluster {
+    pub client: Client,
+    pub namespace: String,
+    pub replicas: Vec<Replica>,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+impl Cluster {
+    pub async fn start(prefix: &str, n: usize) -> Cluster {
+        Self::start_with(prefix, &vec![ReplicaOptions::default(); n]).await
+    }
+
+    pub async fn start_with(prefix: &str, opts: &[ReplicaOptions]) -> Cluster {
+        let client = client().await;
+        install_crd(&client).await;
+        let namespace = fresh_namespace(&client, prefix).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut replicas = Vec::new();
+        for (i, o) in opts.iter().enumerate() {
+            replicas.push(Replica::start(&namespace, dir.path(), i, o).await);
+        }
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+            .unwrap();
+        Cluster {
+            client,
+            namespace,
+            replicas,
+            dir,
+            http,
+        }
+    }
+
+    pub fn rrs(&self) -> Api<RemediationRequest> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub async fn list(&self) -> Vec<RemediationRequest> {
+        self.rrs().list(&ListParams::default()).await.unwrap().items
+    }
+
+    /// POSTs an Alertmanager webhook to replica `i`; returns status, headers and JSON body.
+    pub async fn post_alerts(
+        &self,
+        i: usize,
+        body: &Value,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let resp = self
+            .http
+            .post(self.replicas[i % self.replicas.len()].url("/api/v1/signals/prometheus"))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        (status, headers, body)
+    }
+
+    pub fn terminate_all(&mut self) {
+        for r in &mut self.replicas {
+            let status = r.terminate();
+            assert!(
+                status.success(),
+                "replica exited with {status}:\n{}",
+                r.log_tail()
+            );
+        }
+    }
+}
+
+/// An Alertmanager webhook with one firing alert per `(deployment, alertname)`.
+pub fn webhook(alerts: &[(&str, &str)]) -> Value {
+    let now = jiff::Timestamp::now().to_string();
+    json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"KubePodCrashLooping\"}",
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": "namegate",
+        "groupLabels": {"alertname": "KubePodCrashLooping"},
+        "commonLabels": {"severity": "critical"},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.test:9093",
+        "alerts": alerts.iter().map(|(deployment, alertname)| json!({
+            "status": "firing",
+            "labels": {"alertname": alertname, "namespace": "payments", "deployment": deployment,
+                       "pod": format!("{deployment}-7d9c8b6f4-x2x9q"), "severity": "critical"},
+            "annotations": {"summary": format!("{deployment} is crash looping")},
+            "startsAt": now,
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus.test/graph",
+            "fingerprint": "3b1f0c7e9a4d2f61",
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The fingerprint the gateway computes for `payments/Deployment/<deployment>`.
+pub fn fingerprint_of(deployment: &str) -> crd_schema::Fingerprint {
+    crd_schema::Fingerprint::of_input(&format!("payments:Deployment:{deployment}"))
+}
