@@ -4,12 +4,13 @@
 //! Layers of the ingestion router, outermost first — the order is the design:
 //! 1. request ID (every response carries `X-Request-ID`);
 //! 2. problem rendering (every error leaves as RFC 7807 with that ID);
-//! 3. readiness gate (503 until the index has synced, and while draining);
-//! 4. load shedding (a concurrency limit that answers 503 + `Retry-After` at once — never 429, which
+//! 3. the server span (W3C `traceparent` accepted as its parent);
+//! 4. readiness gate (503 until the index has synced, and while draining);
+//! 5. load shedding (a concurrency limit that answers 503 + `Retry-After` at once — never 429, which
 //!    Alertmanager does not retry — instead of queueing);
-//! 5. the request deadline (503 when it passes);
-//! 6. authentication (before any byte of the body is read);
-//! 7. content type (415), then the handler reads the body under the one 256 KiB limit (413).
+//! 6. the request deadline (503 when it passes);
+//! 7. authentication (before any byte of the body is read);
+//! 8. content type (415), then the handler reads the body under the one 256 KiB limit (413).
 
 pub mod auth;
 pub mod ingest;
@@ -61,6 +62,33 @@ impl Readiness {
 pub struct Limits {
     pub max_concurrency: usize,
     pub request_timeout: Duration,
+}
+
+/// The server span of a request, child of the caller's W3C trace context when one is sent.
+async fn trace_span(req: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let request_id = req
+        .extensions()
+        .get::<request_id::RequestId>()
+        .cloned()
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "request",
+        otel.kind = "server",
+        http.request.method = %req.method(),
+        http.route = %route,
+        request_id = %request_id.as_str(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    crate::telemetry::accept_trace_context(&span, req.headers());
+    let resp = next.run(req).instrument(span.clone()).await;
+    span.record("http.response.status_code", resp.status().as_u16());
+    resp
 }
 
 async fn readiness_gate(State(ready): State<Arc<Readiness>>, req: Request, next: Next) -> Response {
@@ -143,6 +171,7 @@ pub fn ingestion_router(
             shed_load,
         ))
         .layer(middleware::from_fn_with_state(readiness, readiness_gate))
+        .layer(middleware::from_fn(trace_span))
         .layer(middleware::from_fn(problem::render))
         .layer(middleware::from_fn(request_id::layer))
 }

@@ -135,3 +135,46 @@ pub fn accept_trace_context(span: &tracing::Span, headers: &http::HeaderMap) {
         let _ = span.set_parent(parent);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_callers_traceparent_becomes_the_parent_and_reaches_audit_ids() {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                "traceparent",
+                http::HeaderValue::from_static(
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+            );
+            let span = tracing::info_span!("request");
+            accept_trace_context(&span, &headers);
+            let (trace_id, span_id) = span.in_scope(trace_ids);
+            assert_eq!(
+                trace_id.as_deref(),
+                Some("4bf92f3577b34da6a3ce929d0e0e4736")
+            );
+            assert!(
+                span_id.is_some_and(|s| s != "00f067aa0ba902b7"),
+                "the server span is a new child span"
+            );
+
+            // Without a caller context the span starts its own trace.
+            let lone = tracing::info_span!("request");
+            accept_trace_context(&lone, &http::HeaderMap::new());
+            let (own, _) = lone.in_scope(trace_ids);
+            assert!(own.is_some_and(|t| t != "4bf92f3577b34da6a3ce929d0e0e4736"));
+        });
+        // With no tracing layer at all, there are no IDs to record.
+        assert_eq!(trace_ids(), (None, None));
+    }
+}

@@ -1,0 +1,273 @@
+//! The HTTP surface that never reaches the API server: problems, limits, request IDs, readiness.
+//! The router is the production one; the API server behind it is unreachable on purpose, so any
+//! request that got as far as admission would fail these assertions.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use kube::runtime::watcher;
+use namegate::adapters::AdapterConfig;
+use namegate::admission::Admission;
+use namegate::apiserver::{Resilience, RrApi};
+use namegate::audit::store::AuditStore;
+use namegate::audit::writer::{AuditWriter, WriterConfig};
+use namegate::http::{self, Readiness, auth::AuthMode, ingest::Ingest};
+use namegate::index::RrIndex;
+use namegate::occurrence::Occurrences;
+use namegate::telemetry::metrics::Metrics;
+use serde_json::Value;
+use tower::ServiceExt;
+
+struct Fixture {
+    router: Router,
+    index: Arc<RrIndex>,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let store = AuditStore::open(
+        &format!("sqlite://{}", dir.path().join("a.db").display()),
+        None,
+    )
+    .await
+    .unwrap();
+    let (sink, _writer) = AuditWriter::spawn(
+        store.clone(),
+        WriterConfig {
+            spill_path: dir.path().join("spill.jsonl"),
+            ..WriterConfig::default()
+        },
+        &mut registry,
+    )
+    .await
+    .unwrap();
+    // Port 9 (discard) on loopback: nothing listens, so an API call would fail, not hang.
+    let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+    let client = kube::Client::try_from(config).unwrap();
+    let index = RrIndex::new(metrics.clone(), false);
+    let api = RrApi::new(client, "ns", metrics.clone(), Resilience::default());
+    let ingest = Arc::new(Ingest {
+        admission: Admission::new(
+            index.clone(),
+            api,
+            Occurrences::new(metrics.clone()),
+            "ns".into(),
+        ),
+        audit: sink,
+        metrics,
+        adapters: AdapterConfig::default(),
+        request_timeout: Duration::from_secs(2),
+    });
+    let limits = http::Limits {
+        max_concurrency: 8,
+        request_timeout: Duration::from_secs(2),
+    };
+    let router = http::ingestion_router(
+        ingest,
+        namegate::audit::lookup::router(store),
+        Readiness::new(index.clone()),
+        AuthMode::None,
+        &limits,
+    );
+    Fixture {
+        router,
+        index,
+        _dir: dir,
+    }
+}
+
+fn synced(f: &Fixture) {
+    f.index.apply(watcher::Event::Init);
+    f.index.apply(watcher::Event::InitDone);
+}
+
+async fn send(f: &Fixture, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let resp = f.router.clone().oneshot(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn post(path: &str, ct: Option<&str>, body: impl Into<Body>) -> Request<Body> {
+    let mut b = Request::post(path);
+    if let Some(ct) = ct {
+        b = b.header("content-type", ct);
+    }
+    b.body(body.into()).unwrap()
+}
+
+fn assert_problem(
+    status: StatusCode,
+    headers: &axum::http::HeaderMap,
+    body: &Value,
+    expected: StatusCode,
+) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert!(headers.contains_key("x-request-id"));
+    for field in [
+        "type",
+        "title",
+        "status",
+        "detail",
+        "instance",
+        "request_id",
+    ] {
+        assert!(body.get(field).is_some(), "problem lacks {field}: {body}");
+    }
+    assert_eq!(body["status"], expected.as_u16());
+    assert_eq!(
+        body["request_id"],
+        headers["x-request-id"].to_str().unwrap()
+    );
+}
+
+const PROM: &str = "/api/v1/signals/prometheus";
+
+#[tokio::test]
+async fn not_ready_until_the_index_has_synced() {
+    let f = fixture().await;
+    let (s, h, b) = send(&f, post(PROM, Some("application/json"), "{}")).await;
+    assert_problem(s, &h, &b, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(h.contains_key("retry-after"));
+    synced(&f);
+    let (s, _, _) = send(&f, post(PROM, Some("application/json"), "{}")).await;
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "once synced, the request reaches the adapter"
+    );
+}
+
+#[tokio::test]
+async fn content_type_must_be_json() {
+    let f = fixture().await;
+    synced(&f);
+    for ct in [None, Some("text/plain"), Some("application/jsonx")] {
+        let (s, h, b) = send(&f, post(PROM, ct, "{}")).await;
+        assert_problem(s, &h, &b, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+    let (s, _, _) = send(
+        &f,
+        post(PROM, Some("Application/JSON; charset=utf-8"), "{}"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn one_body_limit_before_parsing() {
+    let f = fixture().await;
+    synced(&f);
+    let big = vec![b' '; 256 * 1024 + 1];
+    let (s, h, b) = send(&f, post(PROM, Some("application/json"), big.clone())).await;
+    assert_problem(s, &h, &b, StatusCode::PAYLOAD_TOO_LARGE);
+    // Chunked (no Content-Length): cut off at the limit all the same.
+    let stream = futures::stream::iter(
+        big.chunks(4096)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    let (s, h, b) = send(
+        &f,
+        post(PROM, Some("application/json"), Body::from_stream(stream)),
+    )
+    .await;
+    assert_problem(s, &h, &b, StatusCode::PAYLOAD_TOO_LARGE);
+    // Exactly at the limit the body is parsed (and is not JSON → 400, not 413).
+    let (s, _, _) = send(
+        &f,
+        post(PROM, Some("application/json"), vec![b' '; 256 * 1024]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_a_precise_400() {
+    let f = fixture().await;
+    synced(&f);
+    let (s, h, b) = send(
+        &f,
+        post(
+            PROM,
+            Some("application/json"),
+            r#"{"version":"4","alerts":"nope"}"#,
+        ),
+    )
+    .await;
+    assert_problem(s, &h, &b, StatusCode::BAD_REQUEST);
+    assert!(b["detail"].as_str().unwrap().starts_with("alerts"), "{b}");
+    let ev = r#"{"type":"Normal","reason":"Scheduled","involvedObject":{"kind":"Pod","name":"p","namespace":"n"}}"#;
+    let (s, h, b) = send(
+        &f,
+        post(
+            "/api/v1/signals/kubernetes-event",
+            Some("application/json"),
+            ev,
+        ),
+    )
+    .await;
+    assert_problem(s, &h, &b, StatusCode::BAD_REQUEST);
+    assert!(b["detail"].as_str().unwrap().contains("type"), "{b}");
+}
+
+#[tokio::test]
+async fn routing_errors_are_problems_and_request_ids_are_safe() {
+    let f = fixture().await;
+    synced(&f);
+    let (s, h, b) = send(&f, Request::get("/nope").body(Body::empty()).unwrap()).await;
+    assert_problem(s, &h, &b, StatusCode::NOT_FOUND);
+    let (s, h, b) = send(&f, Request::get(PROM).body(Body::empty()).unwrap()).await;
+    assert_problem(s, &h, &b, StatusCode::METHOD_NOT_ALLOWED);
+
+    let req = Request::post(PROM)
+        .header("content-type", "text/plain")
+        .header("x-request-id", "am-42")
+        .body(Body::empty());
+    let (_, h, b) = send(&f, req.unwrap()).await;
+    assert_eq!(h["x-request-id"], "am-42");
+    assert_eq!(b["request_id"], "am-42");
+    let req = Request::post(PROM)
+        .header("content-type", "text/plain")
+        .header("x-request-id", "a b\"c")
+        .body(Body::empty());
+    let (_, h, _) = send(&f, req.unwrap()).await;
+    assert_ne!(
+        h["x-request-id"], "a b\"c",
+        "an unsafe client ID is replaced"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_api_server_is_a_503_with_retry_after_never_a_429() {
+    let f = fixture().await;
+    synced(&f);
+    let now = jiff::Timestamp::now().to_string();
+    let alert = serde_json::json!({
+        "version": "4", "status": "firing", "receiver": "r", "groupKey": "g", "truncatedAlerts": 0,
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
+        "alerts": [{"status": "firing", "startsAt": now, "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "",
+            "fingerprint": "1", "annotations": {},
+            "labels": {"alertname": "A", "namespace": "n", "deployment": "d"}}]
+    });
+    let (s, h, b) = send(&f, post(PROM, Some("application/json"), alert.to_string())).await;
+    assert_problem(s, &h, &b, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(h["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert!(
+        !b["detail"].as_str().unwrap().contains("127.0.0.1"),
+        "no internal error text: {b}"
+    );
+}
