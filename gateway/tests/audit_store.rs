@@ -457,6 +457,9 @@ async fn concurrent_appends_from_three_pools_keep_one_chain(db: TestDb) {
                 store.append_batch(&batch).await.expect("append");
                 n += k as u64;
                 batch_size = batch_size % 7 + 1;
+                // Replicas append as requests arrive, not in a tight loop; a pause also lets SQLite's
+                // busy handler (which polls) get the write lock at all.
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             }
             store.close().await;
         }));
