@@ -365,6 +365,14 @@ impl Ingest {
                         "duplicate",
                     ),
                 };
+                // Both events carry the RR's identity so the trail groups them by RR object.
+                let rr_fields = |ev: &mut AuditEvent| {
+                    ev.resource_type = Some("RemediationRequest".into());
+                    ev.resource_id = Some(a.name.clone());
+                    ev.event_data["attempt"] = json!(a.attempt);
+                    ev.event_data["rr_uid"] = json!(a.uid.map(|u| u.to_string()));
+                    ev.event_data["rr_namespace"] = json!(self.admission.namespace());
+                };
                 let mut received = self.signal_event(
                     EventType::SignalReceived,
                     EventOutcome::Success,
@@ -372,16 +380,13 @@ impl Ingest {
                     signal,
                     ctx,
                 );
+                rr_fields(&mut received);
                 received.event_data["original_payload"] = json!(signal.original_payload);
-                received.event_data["attempt"] = json!(a.attempt);
                 permits.send_one(received);
                 let mut ev =
                     self.signal_event(event_type, EventOutcome::Success, &a.name, signal, ctx);
-                ev.resource_type = Some("RemediationRequest".into());
-                ev.resource_id = Some(a.name.clone());
-                ev.event_data["attempt"] = json!(a.attempt);
-                ev.event_data["rr_uid"] = json!(a.uid.map(|u| u.to_string()));
-                ev.event_data["rr_namespace"] = json!(self.admission.namespace());
+                rr_fields(&mut ev);
+                ev.event_data["occurrence_count"] = json!(a.count);
                 permits.send(ev);
                 tracing::debug!(
                     request_id = ctx.request_id.as_str(), fingerprint = %fp_hex, rr = %a.name, outcome = status,
