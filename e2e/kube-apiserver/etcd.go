@@ -31,9 +31,11 @@ func (c quietCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.Che
 
 // etcdServer is a running embedded etcd.
 type etcdServer struct {
-	e       *embed.Etcd
-	closing *atomic.Bool
-	url     string
+	e          *embed.Etcd
+	closing    *atomic.Bool
+	url        string
+	clientPort int
+	peerPort   int
 }
 
 func (s *etcdServer) Close() {
@@ -53,21 +55,27 @@ func freePort() (int, error) {
 }
 
 // startEtcd starts a single-member embedded etcd in a fresh data dir (mode 0700), retrying with new
-// ports when one of them was taken in the meantime.
-func startEtcd(dataDir string) (*etcdServer, error) {
+// ports when one of them was taken in the meantime. With keep, an existing data dir is reused (the same
+// cluster state) and the wanted ports are tried first (see keep.go).
+func startEtcd(dataDir string, keep bool, want ports) (*etcdServer, error) {
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		if err := os.RemoveAll(dataDir); err != nil {
-			return nil, err
+		if !keep {
+			if err := os.RemoveAll(dataDir); err != nil {
+				return nil, err
+			}
 		}
 		if err := os.MkdirAll(dataDir, 0o700); err != nil {
 			return nil, err
 		}
-		clientPort, err := freePort()
+		if attempt > 0 {
+			want = ports{} // the wanted ports failed once: take fresh ones
+		}
+		clientPort, err := portOrFree(want.etcdClient)
 		if err != nil {
 			return nil, err
 		}
-		peerPort, err := freePort()
+		peerPort, err := portOrFree(want.etcdPeer)
 		if err != nil {
 			return nil, err
 		}
@@ -101,7 +109,8 @@ func startEtcd(dataDir string) (*etcdServer, error) {
 		}
 		select {
 		case <-e.Server.ReadyNotify():
-			return &etcdServer{e: e, closing: closing, url: clientURL.String()}, nil
+			return &etcdServer{e: e, closing: closing, url: clientURL.String(),
+				clientPort: clientPort, peerPort: peerPort}, nil
 		case err := <-e.Err():
 			closing.Store(true)
 			e.Close()

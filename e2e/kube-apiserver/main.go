@@ -4,7 +4,8 @@
 // It generates its own PKI under --dir, waits until the server is ready and the bootstrap objects exist,
 // then writes <dir>/kubeconfig atomically (admin = system:masters) and prints one line
 // "KUBECONFIG=<path>" on stdout. Everything else goes to stderr. SIGTERM/SIGINT (and, with
-// --exit-with-parent, the death of the parent process) stop the apiserver, close etcd and remove its data.
+// --exit-with-parent, the death of the parent process) stop the apiserver, close etcd and remove its data
+// (unless --keep-data: then a restart with the same --dir resumes the same cluster, see keep.go).
 //
 // Extra kube-apiserver flags may be passed after "--".
 package main
@@ -47,6 +48,8 @@ func run() int {
 	readyTimeout := flag.Duration("ready-timeout", 180*time.Second, "how long to wait for the apiserver to become ready")
 	verbosity := flag.Int("v", 0, "kube-apiserver log verbosity (--v)")
 	runtimeConfig := flag.String("runtime-config", "api/all=true", "kube-apiserver --runtime-config (empty: server default)")
+	keepData := flag.Bool("keep-data", false, "keep the etcd data and the PKI in --dir and reuse the recorded ports, "+
+		"so a restart with the same --dir resumes the same cluster with the same kubeconfig")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: %s [flags] [-- extra kube-apiserver flags]\n", os.Args[0])
 		flag.PrintDefaults()
@@ -94,7 +97,9 @@ func run() int {
 	}
 
 	cleanup := func(removeState bool) {
-		_ = os.RemoveAll(etcdDir)
+		if !*keepData {
+			_ = os.RemoveAll(etcdDir)
+		}
 		if removeState {
 			_ = os.Remove(kubeconfigPath)
 			_ = os.Remove(pidPath)
@@ -104,14 +109,24 @@ func run() int {
 	// NewAPIServerCommand sets up the apiserver's signal context; it may be called only once per process.
 	cmd := app.NewAPIServerCommand()
 
-	p, err := generatePKI(stateDir)
-	if err != nil {
-		logf("PKI: %v", err)
-		cleanup(true)
-		return 1
+	var want ports
+	var p *pki
+	if *keepData {
+		want = readPorts(stateDir)
+		if p, err = loadPKI(stateDir); err != nil {
+			logf("--keep-data: no usable PKI in %s (%v); generating one", stateDir, err)
+			p = nil
+		}
+	}
+	if p == nil {
+		if p, err = generatePKI(stateDir); err != nil {
+			logf("PKI: %v", err)
+			cleanup(true)
+			return 1
+		}
 	}
 
-	etcd, err := startEtcd(etcdDir)
+	etcd, err := startEtcd(etcdDir, *keepData, want)
 	if err != nil {
 		logf("%v", err)
 		cleanup(true)
@@ -121,7 +136,7 @@ func run() int {
 	logf("etcd ready at %s", etcdURL)
 	stopEtcd := etcd.Close
 
-	port, err := freePort()
+	port, err := portOrFree(want.apiserver)
 	if err != nil {
 		logf("free port: %v", err)
 		stopEtcd()
@@ -129,6 +144,14 @@ func run() int {
 		return 1
 	}
 	server := fmt.Sprintf("https://127.0.0.1:%d", port)
+	if *keepData {
+		if err := writePorts(stateDir, ports{apiserver: port, etcdClient: etcd.clientPort, etcdPeer: etcd.peerPort}); err != nil {
+			logf("write ports: %v", err)
+			stopEtcd()
+			cleanup(true)
+			return 1
+		}
+	}
 
 	args := []string{
 		"--etcd-servers=" + etcdURL,
