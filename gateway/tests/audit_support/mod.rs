@@ -27,18 +27,21 @@ pub const PG_ENV: &str = "NAMEGATE_TEST_POSTGRES_URL";
 
 /// Runs each listed async test body `fn name(TestDb)` once per engine: `name::sqlite` and
 /// `name::postgres` (ignored unless PostgreSQL is provided).
+#[allow(unused_macros)] // not every test binary uses it
 macro_rules! both_engines {
     ($($name:ident),* $(,)?) => {
         $(
             mod $name {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
+                    super::audit_support::init_logging();
                     super::$name(super::audit_support::TestDb::sqlite().await).await
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 #[ignore = "needs PostgreSQL: run scripts/test"]
                 async fn postgres() {
+                    super::audit_support::init_logging();
                     super::$name(super::audit_support::TestDb::postgres().await).await
                 }
             }
@@ -338,6 +341,16 @@ fn host_port(url: &str) -> String {
         host.to_owned()
     } else {
         format!("{host}:5432")
+    }
+}
+
+/// Logs of the code under test, when `NAMEGATE_TEST_LOG` is set (an `EnvFilter`, e.g. `debug`).
+pub fn init_logging() {
+    if let Ok(filter) = std::env::var("NAMEGATE_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
     }
 }
 
