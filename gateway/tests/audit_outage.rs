@@ -5,6 +5,7 @@
 //! It stops the whole server, so it lives alone in this test binary (cargo runs test binaries one
 //! after another) and needs the cluster `scripts/lib/pg` manages (the one `scripts/test` starts).
 //! `NAMEGATE_AUDIT_OUTAGE_SECS` shortens or lengthens the outage (default 30).
+#![allow(clippy::unwrap_used)]
 
 mod audit_support;
 

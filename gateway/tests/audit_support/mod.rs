@@ -12,6 +12,7 @@
 //! database's write lock longer than the store's busy timeout.
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -232,15 +233,15 @@ impl TestDb {
 
     /// Drops the PostgreSQL test database (SQLite: the temp dir goes with `self`).
     pub async fn cleanup(self) {
-        if let (Some(admin_url), Some(db)) = (&self.admin_url, &self.db_name) {
-            if let Ok(mut admin) = sqlx::PgConnection::connect(admin_url).await {
-                let _ = sqlx::raw_sql(AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
-                )))
-                .execute(&mut admin)
-                .await;
-                let _ = admin.close().await;
-            }
+        if let (Some(admin_url), Some(db)) = (&self.admin_url, &self.db_name)
+            && let Ok(mut admin) = sqlx::PgConnection::connect(admin_url).await
+        {
+            let _ = sqlx::raw_sql(AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
+            )))
+            .execute(&mut admin)
+            .await;
+            let _ = admin.close().await;
         }
     }
 }
