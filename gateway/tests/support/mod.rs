@@ -37,6 +37,8 @@ pub struct ReplicaOptions {
     pub freeze_index: bool,
     pub audit_url: Option<String>,
     pub extra_args: Vec<String>,
+    /// `KUBECONFIG` for this replica (a private API server); `None` inherits the test's environment.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl Replica {
@@ -77,6 +79,9 @@ impl Replica {
             .stderr(Stdio::from(log_file));
         if opts.freeze_index {
             cmd.args(["--fault-freeze-index", "true"]);
+        }
+        if let Some(kubeconfig) = &opts.kubeconfig {
+            cmd.env("KUBECONFIG", kubeconfig);
         }
         let child = cmd.spawn().expect("spawning namegate serve");
         let mut r = Replica {
@@ -266,4 +271,163 @@ pub fn webhook(alerts: &[(&str, &str)]) -> Value {
 /// The fingerprint the gateway computes for `payments/Deployment/<deployment>`.
 pub fn fingerprint_of(deployment: &str) -> crd_schema::Fingerprint {
     crd_schema::Fingerprint::of_input(&format!("payments:Deployment:{deployment}"))
+}
+
+/// The harness binary built by `scripts/kube-up` (override with `NAMEGATE_KUBE_APISERVER_BIN`).
+pub fn kube_apiserver_bin() -> PathBuf {
+    let bin = std::env::var_os("NAMEGATE_KUBE_APISERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/kube-apiserver/namegate-kube-apiserver"
+            ))
+        });
+    assert!(
+        bin.is_file(),
+        "{} is missing: these tests need the real kube-apiserver; run scripts/test (or scripts/kube-up, \
+         which builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// A private real API server (`namegate-kube-apiserver --dir <dir> --keep-data --exit-with-parent`),
+/// for tests that stop and restart it. `--keep-data` makes a restart resume the same cluster on the
+/// same port with the same credentials, so clients that loaded the kubeconfig before keep working.
+/// Killed on drop.
+pub struct PrivateApiServer {
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    /// `https://127.0.0.1:<port>` from the kubeconfig.
+    pub server: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl PrivateApiServer {
+    /// Starts it and blocks until it prints its `KUBECONFIG=` line (about 3 s).
+    pub fn start(dir: &std::path::Path) -> PrivateApiServer {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut s = PrivateApiServer {
+            dir: dir.to_owned(),
+            kubeconfig: dir.join("kubeconfig"),
+            server: String::new(),
+            child: None,
+            log: dir.with_extension("log"),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        use std::io::BufRead;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut child = Command::new(kube_apiserver_bin())
+            .args(["--dir", &self.dir.display().to_string()])
+            .args(["--keep-data", "--exit-with-parent"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawning namegate-kube-apiserver");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Keeps reading after the line so the child never writes into a closed pipe.
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left.min(Duration::from_millis(200))) {
+                Ok(line) if line.starts_with("KUBECONFIG=") => {
+                    self.kubeconfig = PathBuf::from(&line["KUBECONFIG=".len()..]);
+                    break;
+                }
+                Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {}
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "namegate-kube-apiserver exited with {status} before it was ready:\n{}",
+                    self.log_tail()
+                );
+            }
+            assert!(
+                !left.is_zero(),
+                "namegate-kube-apiserver not ready within 120 s:\n{}",
+                self.log_tail()
+            );
+        }
+        let text = std::fs::read_to_string(&self.kubeconfig).unwrap();
+        self.server = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: "))
+            .unwrap()
+            .to_owned();
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: the API server disappears at once, mid-request (its data stays in `dir`).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same `dir`: same cluster state, same port (asserted), same credentials.
+    pub fn restart(&mut self) {
+        self.kill();
+        let before = self.server.clone();
+        self.spawn();
+        assert_eq!(
+            self.server, before,
+            "the restarted API server must keep its port so existing kubeconfigs stay valid"
+        );
+    }
+
+    /// A client from this server's kubeconfig.
+    pub async fn client(&self) -> Client {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        Client::try_from(config).unwrap()
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for PrivateApiServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The sum of one counter family's samples whose label set contains `labels` (e.g.
+/// `outcome="created"`), from Prometheus text.
+pub fn metric_sum(text: &str, family: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            let (fam, rest) = name.split_once('{').unwrap_or((name, ""));
+            (fam == family && rest.contains(labels)).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
 }
