@@ -1,0 +1,115 @@
+//! `namegate-bench`: the §14 benchmarks. Run it through `scripts/bench`, which builds the release
+//! binaries, starts a private kube-apiserver, and stops everything on exit. See docs/benchmarks.md.
+#![forbid(unsafe_code)]
+
+mod apimetrics;
+mod bare;
+mod load;
+mod memory;
+mod payload;
+mod procs;
+mod report;
+mod run;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "namegate-bench",
+    about = "namegate §14 benchmarks (use scripts/bench)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Every figure, side by side, against the API server named by KUBECONFIG; prints a table.
+    Run(Box<run::RunArgs>),
+    /// The bare hyper baseline server (started by `run`).
+    #[command(hide = true)]
+    BareServer {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        status: u16,
+        #[arg(long)]
+        body_file: std::path::PathBuf,
+        /// `Name: value`, repeatable.
+        #[arg(long = "header")]
+        headers: Vec<String>,
+    },
+    /// Builds the gateway's RR index of a namespace in this process and prints its size as JSON
+    /// (started by `run` in a fresh process).
+    #[command(hide = true)]
+    IndexMem {
+        #[arg(long)]
+        namespace: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => runtime(true).and_then(|rt| rt.block_on(run::run(*args))),
+        Command::BareServer {
+            listen,
+            status,
+            body_file,
+            headers,
+        } => bare_server(listen, status, &body_file, &headers),
+        Command::IndexMem { namespace } => runtime(false).and_then(|rt| {
+            let m = rt.block_on(memory::index_mem(&namespace, Duration::from_secs(540)))?;
+            println!("{}", serde_json::to_string(&m).map_err(|e| e.to_string())?);
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("namegate-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, String> {
+    let mut b = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    b.enable_all().build().map_err(|e| e.to_string())
+}
+
+fn bare_server(
+    listen: std::net::SocketAddr,
+    status: u16,
+    body_file: &std::path::Path,
+    headers: &[String],
+) -> Result<(), String> {
+    let body = std::fs::read(body_file).map_err(|e| format!("{}: {e}", body_file.display()))?;
+    let mut parsed = Vec::new();
+    for h in headers {
+        let (k, v) = h
+            .split_once(':')
+            .ok_or_else(|| format!("--header {h:?}: expected `Name: value`"))?;
+        parsed.push((
+            http::HeaderName::try_from(k.trim()).map_err(|e| e.to_string())?,
+            http::HeaderValue::try_from(v.trim()).map_err(|e| e.to_string())?,
+        ));
+    }
+    let canned = bare::Canned {
+        status: http::StatusCode::from_u16(status).map_err(|e| e.to_string())?,
+        headers: parsed,
+        body: body.into(),
+    };
+    // The same runtime the gateway uses: multi-thread, one worker per core.
+    runtime(true)?
+        .block_on(bare::run(listen, canned))
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,772 @@
+//! `namegate-bench run`: every §14 figure, side by side, in one run against one API server.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use crd_schema::{Attempt, RemediationRequest};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use namegate::adapters::{AdapterConfig, decode_alertmanager};
+use namegate::signal::Decoded;
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::apimetrics::{self, Counts};
+use crate::load::{self, Stats, Target};
+use crate::memory;
+use crate::payload::{self, PROMETHEUS_PATH};
+use crate::procs::{self, Replica};
+use crate::report::{Report, mib, num, pct, yes_no};
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunArgs {
+    /// The `namegate` binary to benchmark (a release build).
+    #[arg(long)]
+    pub namegate: PathBuf,
+    /// Scratch directory (audit databases, logs, the canned response).
+    #[arg(long)]
+    pub work_dir: PathBuf,
+    /// §1: distinct new signals sent through a replica.
+    #[arg(long, default_value_t = 200)]
+    pub new_signals: usize,
+    /// §1: duplicates of those fingerprints sent afterwards.
+    #[arg(long, default_value_t = 2000)]
+    pub duplicates: usize,
+    /// Connections of the duplicate-path load (closed and open loop).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Unmeasured warm-up before each closed-loop measurement.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Length of each closed-loop duplicate measurement.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Open-loop rate as a fraction of the measured maximum duplicate throughput.
+    #[arg(long, default_value_t = 0.5)]
+    pub rate_fraction: f64,
+    /// Length of each open-loop measurement.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub open_duration: Duration,
+    /// Requests in flight for the new-signal comparison (gateway and kube-rs baseline alike).
+    #[arg(long, default_value_t = 32)]
+    pub new_concurrency: usize,
+    /// Length of each new-signal measurement.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub new_duration: Duration,
+    /// §5: RRs to create and index (0 skips the memory section).
+    #[arg(long, default_value_t = 100_000)]
+    pub rrs: u64,
+    /// Creates in flight while filling the memory namespace.
+    #[arg(long, default_value_t = 64)]
+    pub create_concurrency: usize,
+    /// Give up creating RRs after this long and measure what exists.
+    #[arg(long, default_value = "12m", value_parser = humantime::parse_duration)]
+    pub create_timeout: Duration,
+    /// Sections to run (§1 always runs: the others need its RRs). 4 implies 2.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5")]
+    pub sections: Vec<u8>,
+    /// The replicas' occurrence flush interval.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub flush_interval: Duration,
+}
+
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+
+pub async fn run(args: RunArgs) -> Result<(), String> {
+    let started = Instant::now();
+    let mut report = Report::default();
+    let client = namegate_e2e::client().await;
+    namegate_e2e::install_crd(&client).await;
+    let version = client
+        .apiserver_version()
+        .await
+        .map(|v| v.git_version)
+        .unwrap_or_else(|_| "?".into());
+    let starts_at = payload::starts_at();
+
+    // ------------------------------------------------------------------ §1 API calls per signal
+    eprintln!("bench: §1 API calls per signal");
+    let ns = namegate_e2e::fresh_namespace(&client, "bench-gw").await;
+    let s0 = apimetrics::scrape(&client).await?;
+    let gw = Replica::start(
+        &args.namegate,
+        &ns,
+        &args.work_dir,
+        "gateway",
+        args.flush_interval,
+        READY_TIMEOUT,
+    )
+    .await?;
+    let (rss_empty, _) = procs::rss(gw.proc.pid())?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let s1 = apimetrics::scrape(&client).await?;
+    let startup = s1.since(&s0);
+
+    let n = args.new_signals.max(1);
+    let deployments: Vec<String> = (0..n).map(|i| format!("svc-{i:05}")).collect();
+    let bodies: Vec<Bytes> = deployments
+        .iter()
+        .map(|d| payload::webhook(d, &starts_at))
+        .collect();
+    let t = Instant::now();
+    let answers = load::send_all(gw.addr, PROMETHEUS_PATH, bodies.clone(), 32).await;
+    let new_elapsed = t.elapsed();
+    let created = answers.iter().filter(|a| matches!(a, Ok(201))).count();
+    if created != n {
+        report.note(format!(
+            "§1: {created} of {n} new signals were answered 201 (others: {})",
+            summarize(&answers)
+        ));
+    }
+    let s2 = wait_status_writes(&client, &s1, created as f64, args.flush_interval).await?;
+    let new_delta = s2.since(&s1);
+
+    let m = args.duplicates;
+    let dup_bodies: Vec<Bytes> = (0..m).map(|i| bodies[i % n].clone()).collect();
+    let t = Instant::now();
+    let answers = load::send_all(gw.addr, PROMETHEUS_PATH, dup_bodies, 32).await;
+    let dup_elapsed = t.elapsed();
+    let dups = answers.iter().filter(|a| matches!(a, Ok(202))).count();
+    if dups != m {
+        report.note(format!(
+            "§1: {dups} of {m} duplicates were answered 202 (others: {})",
+            summarize(&answers)
+        ));
+    }
+    // Let every flush that can carry these occurrences happen (two intervals and a margin).
+    tokio::time::sleep(args.flush_interval * 2 + Duration::from_millis(700)).await;
+    let s3 = apimetrics::scrape(&client).await?;
+    let dup_delta = s3.since(&s2);
+    // Flush rounds the duplicates can have landed in: the ones the sending overlapped, plus one.
+    let intervals = (dup_elapsed.as_secs_f64() / args.flush_interval.as_secs_f64()).ceil() + 1.0;
+    let rrs_touched = n.min(m) as f64;
+
+    let sync_new = new_delta.synchronous() / created.max(1) as f64;
+    report.row(
+        "1",
+        "synchronous API calls per new signal (create + get + list)",
+        format!(
+            "{:.2} ({} POST, {} GET, {} LIST for {created} × 201)",
+            sync_new,
+            new_delta.creates(),
+            new_delta.gets(),
+            new_delta.lists()
+        ),
+        "",
+        "",
+        "1",
+        yes_no(sync_new <= 1.0 + 1e-9),
+    );
+    let sw_new = new_delta.status_writes() / created.max(1) as f64;
+    report.row(
+        "1",
+        "status writes per new RR (asynchronous: the first flush)",
+        format!("{sw_new:.2} ({} PATCH status)", new_delta.status_writes()),
+        "",
+        "",
+        "≤ 1 per RR per flush interval",
+        yes_no(sw_new <= 1.0 + 1e-9),
+    );
+    let sync_dup = dup_delta.synchronous() / dups.max(1) as f64;
+    report.row(
+        "1",
+        "synchronous API calls per duplicate",
+        format!(
+            "{sync_dup:.3} ({} POST, {} GET, {} LIST for {dups} × 202)",
+            dup_delta.creates(),
+            dup_delta.gets(),
+            dup_delta.lists()
+        ),
+        "",
+        "",
+        "0",
+        yes_no(dup_delta.synchronous() == 0.0),
+    );
+    let per_rr_interval = dup_delta.status_writes() / (rrs_touched * intervals);
+    report.row(
+        "1",
+        "status writes during the duplicates: per duplicate (amortised) / per RR per flush interval",
+        format!(
+            "{:.3} / {per_rr_interval:.2} ({} PATCH status; {m} duplicates over {rrs_touched} RRs in {:.2} s = {intervals} flush rounds)",
+            dup_delta.status_writes() / dups.max(1) as f64,
+            dup_delta.status_writes(),
+            dup_elapsed.as_secs_f64()
+        ),
+        "",
+        "",
+        "≤ 1 per RR per flush interval",
+        yes_no(per_rr_interval <= 1.0 + 1e-9),
+    );
+    report.row(
+        "1",
+        "watch/list calls (the index), separately",
+        format!(
+            "at start: {} LIST, {} WATCH open; during the new signals: {} LIST, {} WATCH; during the duplicates: {} LIST, {} WATCH",
+            startup.lists(),
+            s1.open_watches - s0.open_watches,
+            new_delta.lists(),
+            new_delta.watches(),
+            dup_delta.lists(),
+            dup_delta.watches(),
+        ),
+        "",
+        "",
+        "",
+        "",
+    );
+    let others = |d: &Counts| d.total() - d.synchronous() - d.status_writes() - d.watches();
+    if others(&new_delta) != 0.0 || others(&dup_delta) != 0.0 {
+        report.note(format!(
+            "§1: other RR requests seen: during new signals {}; during duplicates {}",
+            new_delta.describe(),
+            dup_delta.describe()
+        ));
+    }
+    // Consistency: after quiescence the counts written equal the answers given (§7a).
+    let rrs: Api<RemediationRequest> = Api::namespaced(client.clone(), &ns);
+    let list = rrs
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let counted: i64 = list
+        .items
+        .iter()
+        .filter_map(|rr| rr.status.as_ref()?.deduplication.as_ref())
+        .map(|d| i64::from(d.occurrence_count))
+        .sum();
+    report.row(
+        "1",
+        "Σ occurrenceCount after the flush vs 201+202 answers",
+        format!("{counted} vs {}", created + dups),
+        "",
+        "",
+        "equal",
+        yes_no(counted == (created + dups) as i64),
+    );
+    let _ = new_elapsed;
+
+    let want = |n: u8| args.sections.contains(&n);
+    if want(2) || want(4) {
+        // ------------------------------------------------------- §2 duplicate-path throughput
+        eprintln!("bench: §2 duplicate-path throughput (gateway vs bare hyper)");
+        let sample = bodies[0].clone();
+        let (status, headers, body) =
+            load::once(gw.addr, http::Method::POST, PROMETHEUS_PATH, sample.clone()).await?;
+        if status != 202 {
+            return Err(format!(
+                "the sample duplicate was answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            ));
+        }
+        std::fs::write(args.work_dir.join("bare-response.json"), &body)
+            .map_err(|e| e.to_string())?;
+        let canned_headers: Vec<(String, String)> = headers
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "date" | "content-length" | "connection"))
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        let (bare, bare_addr) = procs::start_bare(&args.work_dir, status, &canned_headers)?;
+        let gw_target = Target::fixed(gw.addr, PROMETHEUS_PATH, sample.clone(), 202);
+        let bare_target = Target::fixed(bare_addr, PROMETHEUS_PATH, sample.clone(), 202);
+
+        let gw_closed = load::closed_loop(
+            gw_target.clone(),
+            args.concurrency,
+            args.warmup,
+            args.duration,
+        )
+        .await;
+        let bare_closed = load::closed_loop(
+            bare_target.clone(),
+            args.concurrency,
+            args.warmup,
+            args.duration,
+        )
+        .await;
+        let ratio = gw_closed.rps() / bare_closed.rps().max(1e-9);
+        report.row(
+        "2",
+        format!(
+            "duplicate throughput ({} connections, closed loop, {} s; request {} B, response {} B)",
+            args.concurrency,
+            args.duration.as_secs_f64(),
+            sample.len(),
+            body.len()
+        ),
+        format!("{} rps", num(gw_closed.rps())),
+        format!("{} rps (bare hyper)", num(bare_closed.rps())),
+        pct(ratio),
+        "≥ 70 %",
+        yes_no(ratio >= 0.70),
+    );
+        report.row(
+            "2",
+            "duplicate latency at max throughput p50 / p99 / p99.9",
+            lat(&gw_closed),
+            lat(&bare_closed),
+            "",
+            "",
+            "",
+        );
+        if gw_closed.unexpected_text() != "none" || bare_closed.unexpected_text() != "none" {
+            report.note(format!(
+                "§2: unexpected answers: gateway {}; bare {}",
+                gw_closed.unexpected_text(),
+                bare_closed.unexpected_text()
+            ));
+        }
+
+        // ------------------------------------------- §4 latency at half the maximum throughput
+        let rate = (gw_closed.rps() * args.rate_fraction).max(1.0);
+        eprintln!("bench: §4 latency at {rate:.0} rps (open loop)");
+        let gw_open = load::open_loop(gw_target, args.concurrency, rate, args.open_duration).await;
+        let bare_open =
+            load::open_loop(bare_target, args.concurrency, rate, args.open_duration).await;
+        report.row(
+            "4",
+            format!(
+                "duplicate latency at {} rps = {} of max (open loop, {} s) p50 / p99 / p99.9",
+                num(rate),
+                pct(args.rate_fraction),
+                args.open_duration.as_secs_f64()
+            ),
+            lat(&gw_open),
+            lat(&bare_open),
+            "",
+            "p99 < 2 ms",
+            yes_no(gw_open.pct_ms(0.99) < 2.0),
+        );
+        report.row(
+            "4",
+            "gateway-added p99 beyond client + loopback (gateway p99 − bare p99)",
+            format!("{:.2} ms", gw_open.pct_ms(0.99) - bare_open.pct_ms(0.99)),
+            "",
+            "",
+            "",
+            "",
+        );
+        if gw_open.late_sends + bare_open.late_sends > 0
+            || gw_open.unexpected_text() != "none"
+            || bare_open.unexpected_text() != "none"
+        {
+            report.note(format!(
+            "§4: achieved {} / {} rps; late sends (> 1 ms behind schedule) gateway {} of {}, bare {} of {}; unexpected answers gateway {}, bare {}",
+            num(gw_open.rps()),
+            num(bare_open.rps()),
+            gw_open.late_sends,
+            gw_open.scheduled,
+            bare_open.late_sends,
+            bare_open.scheduled,
+            gw_open.unexpected_text(),
+            bare_open.unexpected_text()
+        ));
+        }
+        drop(bare);
+    }
+
+    if want(3) {
+        // ------------------------------------------------------------- §3 new-signal throughput
+        eprintln!("bench: §3 new-signal throughput (gateway vs kube-rs create + status patch)");
+        let base_ns = namegate_e2e::fresh_namespace(&client, "bench-base").await;
+        let s_base = apimetrics::scrape(&client).await?;
+        let base = baseline_new(
+            &client,
+            &base_ns,
+            &starts_at,
+            args.new_concurrency,
+            args.warmup.min(Duration::from_secs(2)),
+            args.new_duration,
+        )
+        .await;
+        let s4 = apimetrics::scrape(&client).await?;
+        let base_delta = s4.since(&s_base);
+        let run_tag: u32 = rand::random();
+        let sa = starts_at.clone();
+        let gw_new_target = Arc::new(Target {
+            addr: gw.addr,
+            path: PROMETHEUS_PATH.into(),
+            body: Box::new(move |i| payload::webhook(&format!("new-{run_tag:08x}-{i:07}"), &sa)),
+            expect: 201,
+        });
+        let t_new = Instant::now();
+        let gw_new = load::closed_loop(
+            gw_new_target,
+            args.new_concurrency,
+            args.warmup.min(Duration::from_secs(2)),
+            args.new_duration,
+        )
+        .await;
+        let creates_so_far = apimetrics::scrape(&client).await?.since(&s4).creates();
+        let s5 = wait_status_writes(&client, &s4, creates_so_far, args.flush_interval).await?;
+        let drained_after = t_new.elapsed();
+        let gw_new_delta = s5.since(&s4);
+        let ratio = gw_new.rps() / base.rps().max(1e-9);
+        report.row(
+            "3",
+            format!(
+                "new-signal throughput ({} in flight, closed loop, {} s)",
+                args.new_concurrency,
+                args.new_duration.as_secs_f64()
+            ),
+            format!("{} RR/s", num(gw_new.rps())),
+            format!(
+                "{} RR/s (kube-rs create + status merge patch)",
+                num(base.rps())
+            ),
+            pct(ratio),
+            "≥ 90 %",
+            yes_no(ratio >= 0.90),
+        );
+        report.row(
+            "3",
+            "new-signal latency p50 / p99 / p99.9",
+            lat(&gw_new),
+            lat(&base),
+            "",
+            "",
+            "",
+        );
+        report.row(
+            "3",
+            "API calls during the gateway's new-signal run (incl. warm-up and the trailing flush)",
+            format!(
+                "{}; status writes per create {:.2}; trailing flush done {:.1} s after the window",
+                gw_new_delta.describe(),
+                gw_new_delta.status_writes() / gw_new_delta.creates().max(1.0),
+                (drained_after.as_secs_f64()
+                    - args.warmup.min(Duration::from_secs(2)).as_secs_f64()
+                    - args.new_duration.as_secs_f64())
+                .max(0.0)
+            ),
+            "",
+            "",
+            "",
+            "",
+        );
+        let ms = |c: &Counts, verb: &str, sub: &str| {
+            c.mean_ms(verb, sub)
+                .map_or("—".to_owned(), |v| format!("{v:.1} ms"))
+        };
+        report.row(
+        "3",
+        "API server's own mean time per create / per status patch (apiserver_request_duration_seconds)",
+        format!(
+            "{} / {}",
+            ms(&gw_new_delta, "POST", ""),
+            ms(&gw_new_delta, "PATCH", "status")
+        ),
+        format!(
+            "{} / {}",
+            ms(&base_delta, "POST", ""),
+            ms(&base_delta, "PATCH", "status")
+        ),
+        "",
+        "",
+        "",
+    );
+        if gw_new.unexpected_text() != "none" || base.unexpected_text() != "none" {
+            report.note(format!(
+                "§3: unexpected answers: gateway {}; baseline {}",
+                gw_new.unexpected_text(),
+                base.unexpected_text()
+            ));
+        }
+    }
+    let gw_rrs = gw.metric("namegate_index_rrs").await.unwrap_or(f64::NAN);
+    let (rss_busy, hwm_busy) = procs::rss(gw.proc.pid())?;
+    let mut gw = gw;
+    gw.proc.terminate(Duration::from_secs(20));
+
+    // --------------------------------------------------------------------------- §5 memory
+    if want(5) && args.rrs > 0 {
+        eprintln!("bench: §5 memory: creating {} RRs", args.rrs);
+        let mem_ns = namegate_e2e::fresh_namespace(&client, "bench-mem").await;
+        let (made, took) = memory::create_rrs(
+            &client,
+            &mem_ns,
+            args.rrs,
+            args.create_concurrency,
+            args.create_timeout,
+        )
+        .await;
+        report.row(
+            "5",
+            format!(
+                "creating the RRs (kube-rs, {} in flight, small RRs)",
+                args.create_concurrency
+            ),
+            format!(
+                "{} RRs in {:.0} s ({} RR/s)",
+                num(made as f64),
+                took.as_secs_f64(),
+                num(made as f64 / took.as_secs_f64())
+            ),
+            "",
+            "",
+            "",
+            "",
+        );
+        let im = index_mem_subprocess(&mem_ns).await?;
+        let per_rr = im.approx_bytes as f64 / im.len.max(1) as f64;
+        let rss_per_rr = (im.rss_after as f64 - im.rss_before as f64) / im.len.max(1) as f64;
+        report.row(
+            "5",
+            format!(
+                "index bytes per RR, {} RRs (RrIndex::approx_bytes / len)",
+                num(im.len as f64)
+            ),
+            format!("{per_rr:.0} B"),
+            "",
+            "",
+            "≤ 300 B",
+            yes_no(per_rr <= 300.0),
+        );
+        report.row(
+            "5",
+            "index bytes per RR measured as process RSS growth (fresh process, list + fold)",
+            format!(
+                "{rss_per_rr:.0} B ({} → {}, peak {}; list took {:.1} s)",
+                mib(im.rss_before as f64),
+                mib(im.rss_after as f64),
+                mib(im.hwm_after as f64),
+                im.list_seconds
+            ),
+            "",
+            "",
+            "≤ 300 B",
+            yes_no(rss_per_rr <= 300.0),
+        );
+        let mem_gw = Replica::start(
+            &args.namegate,
+            &mem_ns,
+            &args.work_dir,
+            "gateway-mem",
+            args.flush_interval,
+            READY_TIMEOUT,
+        )
+        .await?;
+        let (rss_ready, hwm_ready) = procs::rss(mem_gw.proc.pid())?;
+        let indexed = mem_gw
+            .metric("namegate_index_rrs")
+            .await
+            .unwrap_or(f64::NAN);
+        // A few seconds of idle watching, then again: what it settles at.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (rss_settled, hwm_settled) = procs::rss(mem_gw.proc.pid())?;
+        report.row(
+            "5",
+            format!("gateway RSS with {} RRs indexed", num(indexed)),
+            format!(
+                "{} at /readyz ({:.1} s after start), {} 3 s later; peak {}",
+                mib(rss_ready as f64),
+                mem_gw.ready_after.as_secs_f64(),
+                mib(rss_settled as f64),
+                mib(hwm_settled.max(hwm_ready) as f64)
+            ),
+            format!("{} with an empty index", mib(rss_empty as f64)),
+            "",
+            "< 100 MiB",
+            yes_no(rss_ready.max(rss_settled) < 100 * 1024 * 1024),
+        );
+        drop(mem_gw);
+    }
+    report.note(format!(
+        "gateway RSS after §1–§4 ({} RRs indexed): {} (peak {}); at start: {}",
+        num(gw_rrs),
+        mib(rss_busy as f64),
+        mib(hwm_busy as f64),
+        mib(rss_empty as f64)
+    ));
+    report.note(format!(
+        "total bench time {:.0} s",
+        started.elapsed().as_secs_f64()
+    ));
+
+    let header = format!(
+        "namegate §14 benchmarks — {} — {}, {} logical CPUs (shared), kube-apiserver {version} (own instance, embedded etcd)",
+        jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
+        cpu_model(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    println!("{}", report.render(&header));
+    Ok(())
+}
+
+fn lat(s: &Stats) -> String {
+    format!(
+        "{:.2} / {:.2} / {:.2} ms",
+        s.pct_ms(0.50),
+        s.pct_ms(0.99),
+        s.pct_ms(0.999)
+    )
+}
+
+fn summarize(answers: &[Result<u16, String>]) -> String {
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for a in answers {
+        let k = match a {
+            Ok(s) => s.to_string(),
+            Err(e) => e.clone(),
+        };
+        *counts.entry(k).or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(k, v)| format!("{v}×{k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Polls the API server's metrics until `expected` status writes happened since `since` (bounded),
+/// then waits one more flush interval so late extra writes would be seen too.
+async fn wait_status_writes(
+    client: &Client,
+    since: &Counts,
+    expected: f64,
+    flush: Duration,
+) -> Result<Counts, String> {
+    let deadline = Instant::now() + flush * 5 + Duration::from_secs(20);
+    loop {
+        let now = apimetrics::scrape(client).await?;
+        if now.since(since).status_writes() >= expected || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(flush + Duration::from_millis(300)).await;
+    apimetrics::scrape(client).await
+}
+
+/// The baseline of §3: what any correct implementation must do per new RR — a create and one
+/// status write (a merge patch of `status.deduplication` with the create's resourceVersion as
+/// precondition, as the gateway writes it) — with the same client library (kube-rs, one shared
+/// client), the same RR (decoded from the same webhook by the gateway's adapter and built by its
+/// `build_rr`) and the same number in flight.
+async fn baseline_new(
+    client: &Client,
+    namespace: &str,
+    starts_at: &str,
+    conns: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> Stats {
+    let api: Api<RemediationRequest> = Api::namespaced(client.clone(), namespace);
+    let counter = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let api = api.clone();
+        let counter = counter.clone();
+        let starts_at = starts_at.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0u64;
+            let mut failed = 0u64;
+            let mut lat = Vec::new();
+            let cfg = AdapterConfig::default();
+            let pp = PostParams::default();
+            let patch_params = PatchParams::default();
+            while Instant::now() < end {
+                let i = counter.fetch_add(1, Ordering::Relaxed);
+                let body = payload::webhook(&format!("base-{i:07}"), &starts_at);
+                let sent = Instant::now();
+                let result = async {
+                    let decoded = decode_alertmanager(&body, None, jiff::Timestamp::now(), &cfg)
+                        .map_err(|e| e.to_string())?;
+                    let Some(Decoded::Signal(signal)) = decoded.into_iter().next() else {
+                        return Err("not a signal".to_owned());
+                    };
+                    let rr = namegate::admission::build_rr(&signal, Attempt::FIRST);
+                    let created =
+                        tokio::time::timeout(Duration::from_secs(10), api.create(&pp, &rr))
+                            .await
+                            .map_err(|_| "timeout".to_owned())?
+                            .map_err(|e| e.to_string())?;
+                    let name = created.metadata.name.clone().unwrap_or_default();
+                    let now = jiff::Timestamp::now().to_string();
+                    let patch = Patch::Merge(json!({
+                        "metadata": {
+                            "resourceVersion": created.metadata.resource_version,
+                            "uid": created.metadata.uid,
+                        },
+                        "status": {"deduplication": {
+                            "firstSeenAt": now, "lastSeenAt": now, "occurrenceCount": 1,
+                        }},
+                    }));
+                    tokio::time::timeout(
+                        Duration::from_secs(10),
+                        api.patch_status(&name, &patch_params, &patch),
+                    )
+                    .await
+                    .map_err(|_| "timeout".to_owned())?
+                    .map_err(|e| e.to_string())?;
+                    Ok::<_, String>(())
+                }
+                .await;
+                let done = Instant::now();
+                if sent >= measure_from && done <= end {
+                    match result {
+                        Ok(()) => {
+                            ok += 1;
+                            lat.push((done - sent).as_nanos() as u64);
+                        }
+                        Err(_) => failed += 1,
+                    }
+                }
+            }
+            (ok, failed, lat)
+        }));
+    }
+    let mut stats = Stats {
+        window: duration,
+        ..Stats::default()
+    };
+    for t in tasks {
+        if let Ok((ok, failed, lat)) = t.await {
+            stats.ok += ok;
+            stats.errors += failed;
+            stats.latencies_ns.extend(lat);
+        }
+    }
+    stats.latencies_ns.sort_unstable();
+    stats
+}
+
+/// Runs `namegate-bench index-mem` in a fresh process and reads its JSON line.
+async fn index_mem_subprocess(namespace: &str) -> Result<memory::IndexMem, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = tokio::process::Command::new(exe)
+        .args(["index-mem", "--namespace", namespace])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(600), out)
+        .await
+        .map_err(|_| "index-mem did not finish within 600 s".to_owned())?
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("index-mem failed: {}", out.status));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "index-mem printed {:?}: {e}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
