@@ -544,7 +544,8 @@ impl Writer {
 
     async fn run(mut self) -> WriterStats {
         loop {
-            if self.spill.has_unreplayed() && Instant::now() >= self.next_probe {
+            // Not just "has unreplayed events": a spill whose emptying failed is retried here too.
+            if !self.spill.is_empty() && Instant::now() >= self.next_probe {
                 self.try_replay().await;
             }
             if !self.pending.is_empty() && !self.deliver_pending().await {
@@ -571,7 +572,7 @@ impl Writer {
     async fn collect(&mut self) -> bool {
         let size = self.cfg.batch_size.max(1);
         let mut batch = Vec::with_capacity(size);
-        let probe = self.spill.has_unreplayed().then_some(self.next_probe);
+        let probe = (!self.spill.is_empty()).then_some(self.next_probe);
         tokio::select! {
             biased;
             () = self.stop.cancelled() => return false,
@@ -807,8 +808,9 @@ impl Writer {
                 self.shared.retry_after_secs.store(1, Ordering::Relaxed);
             }
             Err(e) => {
-                // Everything is in the store; a later clear retries (replay skips what is stored).
+                // Everything is in the store; the next probe retries the clear.
                 tracing::error!(error = %e, path = %self.spill.path().display(), "cannot empty the audit spill file");
+                self.replay_failed("spill not emptied");
             }
         }
     }
