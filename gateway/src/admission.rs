@@ -321,6 +321,17 @@ impl Admission {
         })
     }
 
+    /// The occurrence count this decision makes once it is answered, as far as this replica knows:
+    /// the RR's written count, plus this replica's unflushed occurrences, plus this one.
+    pub fn expected_count(&self, decision: &Decision) -> i32 {
+        let a = decision.admitted();
+        let pending = self.occurrences.pending(&a.name);
+        match decision {
+            Decision::Created(_) => pending.saturating_add(1),
+            Decision::Duplicate(_) => a.count.saturating_add(pending).saturating_add(1),
+        }
+    }
+
     /// Counts the decision as one occurrence of its RR (contract §7a). Called only once the answer
     /// that reports it (201/202, or its line in a 207) is certain to be sent, so that after
     /// quiescence the RRs' counts equal the answers given; a batch answered 503 records nothing.

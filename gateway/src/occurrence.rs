@@ -100,6 +100,11 @@ impl Occurrences {
         delta
     }
 
+    /// Occurrences of RR `name` recorded here but not yet written.
+    pub fn pending(&self, name: &str) -> i32 {
+        self.lock().get(name).map_or(0, |p| p.delta)
+    }
+
     /// Occurrences recorded but not yet written.
     pub fn pending_total(&self) -> i64 {
         self.lock().values().map(|p| i64::from(p.delta)).sum()

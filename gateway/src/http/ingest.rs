@@ -386,7 +386,7 @@ impl Ingest {
                 let mut ev =
                     self.signal_event(event_type, EventOutcome::Success, &a.name, signal, ctx);
                 rr_fields(&mut ev);
-                ev.event_data["occurrence_count"] = json!(a.count);
+                ev.event_data["occurrence_count"] = json!(self.admission.expected_count(&decision));
                 permits.send(ev);
                 tracing::debug!(
                     request_id = ctx.request_id.as_str(), fingerprint = %fp_hex, rr = %a.name, outcome = status,
