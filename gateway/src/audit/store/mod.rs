@@ -86,6 +86,8 @@ pub enum StoreError {
     Unavailable(#[source] sqlx::Error),
     #[error("audit store busy, retry: {0}")]
     Transient(#[source] sqlx::Error),
+    #[error("audit store did not answer within {0:?}")]
+    Timeout(Duration),
     #[error("audit store error: {0}")]
     Database(#[source] sqlx::Error),
     #[error("audit schema migration failed: {0}")]
@@ -110,12 +112,15 @@ impl StoreError {
     /// The store cannot be reached (connection refused/reset/closed, pool timeout, server shutting down,
     /// SQLite file locked by another process or its disk failing): retry later; meanwhile spill.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+        matches!(self, Self::Unavailable(_) | Self::Timeout(_))
     }
 
     /// Worth retrying soon: unavailable, or a transient conflict (serialisation failure, deadlock).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable(_) | Self::Transient(_))
+        matches!(
+            self,
+            Self::Unavailable(_) | Self::Timeout(_) | Self::Transient(_)
+        )
     }
 
     /// Retrying the same operation will fail the same way.

@@ -751,7 +751,7 @@ impl Writer {
             Ok(Err(e)) => Err(e),
             // A hung store is an unavailable store. If the commit went through after all, the replay
             // finds the events by event_id and skips them.
-            Err(_) => Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
+            Err(_) => Err(StoreError::Timeout(self.cfg.insert_timeout)),
         }
     }
 

@@ -6,7 +6,7 @@
 use std::io::{self, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use tokio::fs::{File, OpenOptions};
+use tokio::fs::File;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufReader};
 
 use crate::audit::event::AuditEvent;
@@ -45,12 +45,25 @@ impl Spill {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(dir).await?;
         }
-        let mut file = OpenOptions::new()
+        let std_file = std::fs::OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
-            .open(path)
-            .await?;
+            .open(path)?;
+        // One writer per spill file: two processes appending and replaying the same file would
+        // interleave and replay each other's events. The lock is released when the file is closed
+        // (also when the process dies).
+        match std_file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "the spill file is locked by another process (each gateway needs its own spill path)",
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        let mut file = File::from_std(std_file);
         let mut len = file.metadata().await?.len();
         if len > 0 {
             let complete = complete_prefix_len(&mut file, len).await?;
@@ -241,6 +254,17 @@ mod tests {
         spill.clear().await.unwrap();
         assert!(spill.is_empty());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn one_process_per_spill_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spill.jsonl");
+        let first = Spill::open(&path).await.unwrap();
+        let err = Spill::open(&path).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+        drop(first);
+        Spill::open(&path).await.unwrap();
     }
 
     #[tokio::test]
