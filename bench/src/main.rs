@@ -49,6 +49,9 @@ enum Command {
     IndexMem {
         #[arg(long)]
         namespace: String,
+        /// How many RRs the namespace holds (for the half-way RSS reading).
+        #[arg(long, default_value_t = 0)]
+        expect: u64,
     },
 }
 
@@ -62,8 +65,12 @@ fn main() -> ExitCode {
             body_file,
             headers,
         } => bare_server(listen, status, &body_file, &headers),
-        Command::IndexMem { namespace } => runtime(false).and_then(|rt| {
-            let m = rt.block_on(memory::index_mem(&namespace, Duration::from_secs(540)))?;
+        Command::IndexMem { namespace, expect } => runtime(false).and_then(|rt| {
+            let m = rt.block_on(memory::index_mem(
+                &namespace,
+                expect,
+                Duration::from_secs(540),
+            ))?;
             println!("{}", serde_json::to_string(&m).map_err(|e| e.to_string())?);
             Ok(())
         }),

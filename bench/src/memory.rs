@@ -95,13 +95,21 @@ pub struct IndexMem {
     pub rss_before: u64,
     pub rss_after: u64,
     pub hwm_after: u64,
+    /// RSS when half of `expect` objects had been applied (0 if not reached), for the marginal cost
+    /// per RR without the fixed costs (client, page buffers, runtime).
+    pub rss_half: u64,
+    pub half: u64,
     pub list_seconds: f64,
 }
 
 /// The `index-mem` subcommand: in this (fresh) process, build the gateway's `RrIndex` from the
 /// watcher's initial list of `namespace`, exactly as `RrIndex::run` does (page size 500), and report
 /// its size. Runs on a current-thread runtime so one malloc arena holds everything.
-pub async fn index_mem(namespace: &str, timeout: Duration) -> Result<IndexMem, String> {
+pub async fn index_mem(
+    namespace: &str,
+    expect: u64,
+    timeout: Duration,
+) -> Result<IndexMem, String> {
     let client = Client::try_default().await.map_err(|e| e.to_string())?;
     let api: Api<IndexedRr> = Api::namespaced(client, namespace);
     // Warm the client (TLS, connection pool) so its memory is in the "before" figure.
@@ -115,6 +123,9 @@ pub async fn index_mem(namespace: &str, timeout: Duration) -> Result<IndexMem, S
     let me = std::process::id();
     let (rss_before, _) = crate::procs::rss(me)?;
     let started = Instant::now();
+    let half = expect / 2;
+    let mut rss_half = 0;
+    let mut applied = 0u64;
     {
         let stream = watcher(api, watcher::Config::default().page_size(500));
         futures::pin_mut!(stream);
@@ -126,9 +137,16 @@ pub async fn index_mem(namespace: &str, timeout: Duration) -> Result<IndexMem, S
             match next {
                 Some(Ok(ev)) => {
                     let done = matches!(ev, watcher::Event::InitDone);
+                    let object = matches!(ev, watcher::Event::InitApply(_));
                     index.apply(ev);
                     if done {
                         break;
+                    }
+                    if object {
+                        applied += 1;
+                        if applied == half {
+                            rss_half = crate::procs::rss(me)?.0;
+                        }
                     }
                 }
                 Some(Err(e)) => return Err(format!("watch failed: {e}")),
@@ -144,6 +162,8 @@ pub async fn index_mem(namespace: &str, timeout: Duration) -> Result<IndexMem, S
         rss_before,
         rss_after,
         hwm_after,
+        rss_half,
+        half,
         list_seconds,
     })
 }

@@ -80,6 +80,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
 pub async fn run(args: RunArgs) -> Result<(), String> {
     let started = Instant::now();
+    let load_at_start = procs::loadavg();
     let mut report = Report::default();
     let client = namegate_e2e::client().await;
     namegate_e2e::install_crd(&client).await;
@@ -114,9 +115,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         .iter()
         .map(|d| payload::webhook(d, &starts_at))
         .collect();
-    let t = Instant::now();
     let answers = load::send_all(gw.addr, PROMETHEUS_PATH, bodies.clone(), 32).await;
-    let new_elapsed = t.elapsed();
     let created = answers.iter().filter(|a| matches!(a, Ok(201))).count();
     if created != n {
         report.note(format!(
@@ -249,7 +248,6 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         "equal",
         yes_no(counted == (created + dups) as i64),
     );
-    let _ = new_elapsed;
 
     let want = |n: u8| args.sections.contains(&n);
     // Every 201/202 the gateway gives is one occurrence (§7a); checked against the RRs at the end.
@@ -650,7 +648,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
             "",
             "",
         );
-        let im = index_mem_subprocess(&mem_ns).await?;
+        let im = index_mem_subprocess(&mem_ns, made).await?;
         let per_rr = im.approx_bytes as f64 / im.len.max(1) as f64;
         let rss_per_rr = (im.rss_after as f64 - im.rss_before as f64) / im.len.max(1) as f64;
         report.row(
@@ -680,6 +678,23 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
             "≤ 300 B",
             yes_no(rss_per_rr <= 300.0),
         );
+        if im.rss_half > 0 && im.len as u64 > im.half {
+            let marginal =
+                (im.rss_after as f64 - im.rss_half as f64) / (im.len as u64 - im.half) as f64;
+            report.row(
+                "5",
+                format!(
+                    "index bytes per RR, marginal: RSS growth over the second half of the list ({} → {} RRs)",
+                    num(im.half as f64),
+                    num(im.len as f64)
+                ),
+                format!("{marginal:.0} B"),
+                "",
+                "",
+                "≤ 300 B",
+                yes_no(marginal <= 300.0),
+            );
+        }
         let mem_gw = Replica::start(
             &args.namegate,
             &mem_ns,
@@ -727,10 +742,12 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     ));
 
     let header = format!(
-        "namegate §14 benchmarks — {} — {}, {} logical CPUs (shared), kube-apiserver {version} (own instance, embedded etcd)",
+        "namegate §14 benchmarks — {} — {}, {} logical CPUs (shared; 1-min load average {} at start, {} at end), kube-apiserver {version} (own instance, embedded etcd)",
         jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
         cpu_model(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_at_start,
+        procs::loadavg(),
     );
     println!("{}", report.render(&header));
     Ok(())
@@ -884,10 +901,11 @@ async fn baseline_new(
 }
 
 /// Runs `namegate-bench index-mem` in a fresh process and reads its JSON line.
-async fn index_mem_subprocess(namespace: &str) -> Result<memory::IndexMem, String> {
+async fn index_mem_subprocess(namespace: &str, expect: u64) -> Result<memory::IndexMem, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let out = tokio::process::Command::new(exe)
         .args(["index-mem", "--namespace", namespace])
+        .args(["--expect", &expect.to_string()])
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true)
