@@ -51,7 +51,11 @@ pub enum Decoded {
     Signal(Box<Signal>),
     /// A resolved alert: nothing is created; the decision is audited under `fp:<fingerprint>` when the
     /// target could be determined.
-    Resolved { name: String, fingerprint: Option<Fingerprint>, target: Option<Target> },
+    Resolved {
+        name: String,
+        fingerprint: Option<Fingerprint>,
+        target: Option<Target>,
+    },
     /// The element is malformed or out of bounds; `field` is a JSON pointer-like path
     /// (`alerts[3].labels.namespace`) and `detail` says what is wrong with it.
     Invalid(InvalidSignal),
@@ -66,6 +70,9 @@ pub struct InvalidSignal {
 
 impl InvalidSignal {
     pub fn new(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self { field: field.into(), detail: detail.into() }
+        Self {
+            field: field.into(),
+            detail: detail.into(),
+        }
     }
 }
