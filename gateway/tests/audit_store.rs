@@ -103,7 +103,7 @@ async fn append_and_trail_round_trip_in_order(db: TestDb) {
     first.event_timestamp = "2024-02-29T23:59:59.999999999Z".parse().unwrap();
     first.event_data = json!({
         "n": 0, "rr_uid": "uid-1", "f": 0.1, "g": 1e300, "h": -0.0, "big": u64::MAX, "neg": i64::MIN,
-        "s": "é ✓ \"q\" \\ \n \u{1}", "nested": {"b": [1, {"z": null, "a": true}], "a": []},
+        "s": "é ✓ \"q\" \\ \n \u{1}", "nul": "a\u{0}b", "nested": {"b": [1, {"z": null, "a": true}], "a": []},
         "original_payload": "{\"labels\":{\"alertname\":\"X\"}}"
     });
     first.error_code = Some("e".into());
