@@ -279,6 +279,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         let gw_target = Target::fixed(gw.addr, PROMETHEUS_PATH, sample.clone(), 202);
         let bare_target = Target::fixed(bare_addr, PROMETHEUS_PATH, sample.clone(), 202);
 
+        let audit0 = AuditWriter::read(&gw).await;
         let cpu0 = procs::cpu_time(gw.proc.pid())?;
         let gw_closed = load::closed_loop(
             gw_target.clone(),
@@ -288,6 +289,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         )
         .await;
         let gw_cpu = procs::cpu_time(gw.proc.pid())?.saturating_sub(cpu0);
+        let audit = AuditWriter::read(&gw).await.since(&audit0);
         occurrences += gw_closed.all_ok;
         let cpu0 = procs::cpu_time(bare.pid())?;
         let bare_closed = load::closed_loop(
@@ -343,6 +345,23 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
                 "{:.1}×",
                 per_answer(gw_cpu, &gw_closed) / per_answer(bare_cpu, &bare_closed).max(1e-9)
             ),
+            "",
+            "",
+        );
+        let run_secs = (args.warmup + args.duration).as_secs_f64();
+        report.row(
+            "2",
+            "the gateway's audit writer during that run (2 events per duplicate)",
+            format!(
+                "{} events/s written; {} batches, mean {:.0} events in {:.1} ms = {:.0} µs per event",
+                num(audit.events / run_secs),
+                num(audit.batches),
+                audit.events / audit.batches.max(1.0),
+                audit.batch_seconds * 1e3 / audit.batches.max(1.0),
+                audit.batch_seconds * 1e6 / audit.events.max(1.0)
+            ),
+            "",
+            "",
             "",
             "",
         );
@@ -751,6 +770,41 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     );
     println!("{}", report.render(&header));
     Ok(())
+}
+
+/// The gateway's audit writer counters (its own /metrics).
+#[derive(Clone, Copy, Debug, Default)]
+struct AuditWriter {
+    events: f64,
+    batches: f64,
+    batch_seconds: f64,
+}
+
+impl AuditWriter {
+    async fn read(gw: &Replica) -> Self {
+        Self {
+            events: gw
+                .metric("namegate_audit_events_written_total")
+                .await
+                .unwrap_or(0.0),
+            batches: gw
+                .metric("namegate_audit_batch_duration_seconds_count")
+                .await
+                .unwrap_or(0.0),
+            batch_seconds: gw
+                .metric("namegate_audit_batch_duration_seconds_sum")
+                .await
+                .unwrap_or(0.0),
+        }
+    }
+
+    fn since(self, earlier: &Self) -> Self {
+        Self {
+            events: self.events - earlier.events,
+            batches: self.batches - earlier.batches,
+            batch_seconds: self.batch_seconds - earlier.batch_seconds,
+        }
+    }
 }
 
 fn lat(s: &Stats) -> String {
