@@ -161,8 +161,14 @@ pub struct RemediationRequestStatus {
 pub struct Deduplication {
     pub first_seen_at: Time,
     pub last_seen_at: Time,
+    /// The total: the sum of `replicaCounts` plus whatever earlier writers counted without it.
     #[schemars(range(min = 0))]
     pub occurrence_count: i32,
+    /// Occurrences counted by each gateway replica (keyed by its instance ID), each written as an
+    /// absolute value by that replica alone, so a status write retried after an unknown outcome
+    /// (a timeout after the API server applied it) can never count the same occurrences twice.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub replica_counts: BTreeMap<String, i32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

@@ -246,7 +246,8 @@ struct State {
 }
 
 fn upsert(map: &mut Map, fp: Fingerprint, entry: Entry) -> bool {
-    let entries = map.entry(fp).or_default();
+    // Almost every fingerprint has one live RR: start at capacity 1, not `Vec`'s default of 4.
+    let entries = map.entry(fp).or_insert_with(|| Vec::with_capacity(1));
     match entries.iter_mut().find(|e| e.uid == entry.uid) {
         Some(existing) => {
             *existing = entry;

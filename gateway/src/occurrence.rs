@@ -23,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::apiserver::{ApiError, RrApi};
-use crate::index::RrIndex;
 use crate::telemetry::metrics::{Metrics, ResultLabels};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,20 +137,30 @@ struct Known {
 }
 
 /// The writing half.
+///
+/// Each replica instance owns one key of `status.deduplication.replicaCounts` and writes its absolute
+/// total there, with `occurrenceCount` recomputed as the sum. An absolute value makes every write
+/// idempotent: when a write times out after the API server applied it, the retry (which then meets a
+/// `Conflict`, re-reads and writes again) sets the same total instead of adding the delta twice.
 #[derive(Debug)]
 pub struct Flusher {
     occurrences: Arc<Occurrences>,
     api: RrApi,
-    index: Arc<RrIndex>,
     metrics: Metrics,
     interval: Duration,
+    /// This process's key in `replicaCounts`: unique per incarnation, so no two writers share a key.
+    instance: String,
     known: Mutex<HashMap<String, Known>>,
+    /// Per RR: this instance's total as last confirmed written, and the round it was last used.
+    mine: Mutex<HashMap<String, (i32, u64)>>,
 }
 
 /// Conflicts tolerated for one RR in one flush before the delta waits for the next round.
 const MAX_CONFLICTS: usize = 8;
 /// RRs written concurrently in one flush.
-const FLUSH_CONCURRENCY: usize = 16;
+const FLUSH_CONCURRENCY: usize = 32;
+/// Time allowed to one RR's status write (its reads and conflict retries included).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Rounds a `Known` entry survives without use.
 const KNOWN_ROUNDS: u64 = 120;
 
@@ -167,14 +176,14 @@ impl Flusher {
     pub fn new(
         occurrences: Arc<Occurrences>,
         api: RrApi,
-        index: Arc<RrIndex>,
         metrics: Metrics,
         interval: Duration,
     ) -> Self {
         Self {
+            instance: instance_id(),
+            mine: Mutex::default(),
             occurrences,
             api,
-            index,
             metrics,
             interval,
             known: Mutex::default(),
@@ -192,14 +201,14 @@ impl Flusher {
                 _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => {
                     round += 1;
-                    self.flush_once(round, Instant::now() + self.interval.max(Duration::from_secs(5))).await;
+                    self.flush_once(round, None).await;
                 }
             }
         }
         let deadline = Instant::now() + drain_for;
         while self.occurrences.pending_total() > 0 && Instant::now() < deadline {
             round += 1;
-            self.flush_once(round, deadline).await;
+            self.flush_once(round, Some(deadline)).await;
             if self.occurrences.pending_total() > 0 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -210,14 +219,18 @@ impl Flusher {
         }
     }
 
-    /// One round: writes every pending RR once. Returns the number of RRs written.
-    pub async fn flush_once(&self, round: u64, deadline: Instant) -> usize {
+    /// One round: writes every pending RR once; `drain_deadline` caps the writes during shutdown.
+    pub async fn flush_once(&self, round: u64, drain_deadline: Option<Instant>) -> usize {
         let batch = self.occurrences.take();
         if batch.is_empty() {
             return 0;
         }
         let results = futures::stream::iter(batch)
             .map(|(name, p)| async move {
+                // Each write gets its own deadline: one per round would cut off the writes that queue
+                // behind slow ones, after the API server may already have applied them.
+                let own = Instant::now() + WRITE_TIMEOUT;
+                let deadline = drain_deadline.map_or(own, |d| d.min(own));
                 let outcome = self.write(&name, &p, round, deadline).await;
                 (name, p, outcome)
             })
@@ -246,10 +259,16 @@ impl Flusher {
                 .get_or_create(&ResultLabels { result })
                 .inc();
         }
+        // An RR idle this long has no write of unknown outcome left (those are retried every round, which
+        // refreshes `mine`), so forgetting it is safe: the next contact reads this instance's total back.
         self.known
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, k| k.round + KNOWN_ROUNDS > round);
+        self.mine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, m| m.1 + KNOWN_ROUNDS > round);
         written
     }
 
@@ -262,25 +281,11 @@ impl Flusher {
         {
             return Some(known.clone());
         }
-        if let Some(rv) = &p.created_rv {
-            return Some(Known {
-                uid: p.uid,
-                resource_version: rv.clone(),
-                dedup: None,
-                round: 0,
-            });
-        }
-        self.index.get(&p.fingerprint, name).map(|r| Known {
-            uid: Some(r.uid),
-            resource_version: r.resource_version,
-            dedup: match (r.first_seen, r.last_seen) {
-                (Some(first), Some(last)) => Some(Deduplication {
-                    first_seen_at: Time(first),
-                    last_seen_at: Time(last),
-                    occurrence_count: r.occurrence_count,
-                }),
-                _ => None,
-            },
+        // A new RR: its status is empty, and the create response's resourceVersion saves a read.
+        p.created_rv.as_ref().map(|rv| Known {
+            uid: p.uid,
+            resource_version: rv.clone(),
+            dedup: None,
             round: 0,
         })
     }
@@ -304,6 +309,22 @@ impl Flusher {
         })
     }
 
+    /// This instance's confirmed total for `name`, remembered before the first write so that a write
+    /// whose outcome is unknown is never mistaken for the starting point.
+    fn confirmed_mine(&self, name: &str, base: &Known, round: u64) -> i32 {
+        let mut mine = self.mine.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = mine.entry(name.to_owned()).or_insert_with(|| {
+            let on_server = base
+                .dedup
+                .as_ref()
+                .and_then(|d| d.replica_counts.get(&self.instance))
+                .copied();
+            (on_server.unwrap_or(0), round)
+        });
+        entry.1 = round;
+        entry.0
+    }
+
     async fn write(
         &self,
         name: &str,
@@ -315,8 +336,11 @@ impl Flusher {
             Some(k) => k,
             None => self.read(name, p, deadline).await?,
         };
+        let mine = self
+            .confirmed_mine(name, &base, round)
+            .saturating_add(p.delta);
         for _ in 0..MAX_CONFLICTS {
-            let dedup = merged(base.dedup.as_ref(), p);
+            let dedup = merged(base.dedup.as_ref(), p, &self.instance, mine);
             let uid = p.uid.or(base.uid).map(|u| u.to_string());
             match self
                 .api
@@ -333,13 +357,17 @@ impl Flusher {
                     let known = Known {
                         uid: rr.metadata.uid.as_deref().and_then(|u| u.parse().ok()),
                         resource_version: rr.metadata.resource_version.unwrap_or_default(),
-                        dedup: Some(dedup),
+                        dedup: rr.status.and_then(|s| s.deduplication),
                         round,
                     };
                     self.known
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .insert(name.to_owned(), known);
+                    self.mine
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(name.to_owned(), (mine, round));
                     return Ok(());
                 }
                 Err(ApiError::Conflict) => base = self.read(name, p, deadline).await?,
@@ -351,18 +379,55 @@ impl Flusher {
     }
 }
 
-fn merged(current: Option<&Deduplication>, p: &Pending) -> Deduplication {
-    match current {
-        Some(d) => Deduplication {
-            first_seen_at: Time(d.first_seen_at.0.min(p.first_seen)),
-            last_seen_at: Time(d.last_seen_at.0.max(p.last_seen)),
-            occurrence_count: d.occurrence_count.saturating_add(p.delta),
-        },
-        None => Deduplication {
-            first_seen_at: Time(p.first_seen),
-            last_seen_at: Time(p.last_seen),
-            occurrence_count: p.delta,
-        },
+/// A unique key per process: the pod (or host) name and a random suffix.
+fn instance_id() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| {
+            h.trim()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+                .take(63)
+                .collect()
+        })
+        .filter(|h: &String| !h.is_empty())
+        .unwrap_or_else(|| "namegate".to_owned());
+    format!("{host}-{:08x}", rand::random::<u32>())
+}
+
+/// The deduplication status to write: this instance's total `mine` under its own key (a merge patch
+/// leaves the other keys alone), and the total recomputed from the current status.
+fn merged(
+    current: Option<&Deduplication>,
+    p: &Pending,
+    instance: &str,
+    mine: i32,
+) -> Deduplication {
+    let (first, last, others, earlier_writers) = match current {
+        Some(d) => {
+            let keyed: i32 = d
+                .replica_counts
+                .values()
+                .fold(0, |a, n| a.saturating_add(*n));
+            let others = keyed.saturating_sub(d.replica_counts.get(instance).copied().unwrap_or(0));
+            // Counts written without per-replica keys (an older gateway, the migration) are kept.
+            let earlier = d.occurrence_count.saturating_sub(keyed).max(0);
+            (
+                d.first_seen_at.0.min(p.first_seen),
+                d.last_seen_at.0.max(p.last_seen),
+                others,
+                earlier,
+            )
+        }
+        None => (p.first_seen, p.last_seen, 0, 0),
+    };
+    Deduplication {
+        first_seen_at: Time(first),
+        last_seen_at: Time(last),
+        occurrence_count: earlier_writers.saturating_add(others).saturating_add(mine),
+        replica_counts: [(instance.to_owned(), mine)].into(),
     }
 }
 
@@ -399,7 +464,7 @@ mod tests {
     }
 
     #[test]
-    fn merge_adds_to_the_current_count_and_widens_the_window() {
+    fn merge_writes_an_absolute_total_under_this_instances_key() {
         let fp = Fingerprint::of_input("ns:Deployment:a");
         let p = Pending {
             fingerprint: fp,
@@ -409,16 +474,32 @@ mod tests {
             last_seen: "2026-11-26T12:00:09Z".parse().unwrap(),
             created_rv: None,
         };
-        let fresh = merged(None, &p);
-        assert_eq!(fresh.occurrence_count, 5);
+        let fresh = merged(None, &p, "me", 5);
+        assert_eq!((fresh.occurrence_count, fresh.replica_counts["me"]), (5, 5));
+
+        // 4 counted by an older writer without keys, 3 by another replica, 2 already by us.
         let current = Deduplication {
             first_seen_at: Time("2026-11-26T12:00:00Z".parse().unwrap()),
             last_seen_at: Time("2026-11-26T12:00:04Z".parse().unwrap()),
-            occurrence_count: 10,
+            occurrence_count: 9,
+            replica_counts: [("other".to_owned(), 3), ("me".to_owned(), 2)].into(),
         };
-        let m = merged(Some(&current), &p);
-        assert_eq!(m.occurrence_count, 15);
+        let m = merged(Some(&current), &p, "me", 7);
+        assert_eq!(m.occurrence_count, 4 + 3 + 7);
+        assert_eq!(
+            m.replica_counts,
+            [("me".to_owned(), 7)].into(),
+            "only our key is written"
+        );
         assert_eq!(m.first_seen_at, current.first_seen_at);
         assert_eq!(m.last_seen_at.0, p.last_seen);
+
+        // Re-applying the same write after it already landed changes nothing: idempotent.
+        let landed = Deduplication {
+            occurrence_count: m.occurrence_count,
+            replica_counts: [("other".to_owned(), 3), ("me".to_owned(), 7)].into(),
+            ..current
+        };
+        assert_eq!(merged(Some(&landed), &p, "me", 7).occurrence_count, 14);
     }
 }

@@ -84,8 +84,14 @@ pub async fn run(cfg: Config) -> Result<(), ServeError> {
     let occurrences = Occurrences::new(metrics.clone());
     let flusher = Flusher::new(
         occurrences.clone(),
-        api.clone(),
-        index.clone(),
+        // Its own API handle and breaker: slow status writes must not open the breaker that admission's
+        // creates depend on.
+        RrApi::new(
+            client.clone(),
+            &cfg.namespace,
+            metrics.clone(),
+            Resilience::default(),
+        ),
         metrics.clone(),
         cfg.flush_interval,
     );

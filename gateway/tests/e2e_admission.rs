@@ -109,6 +109,13 @@ async fn thousand_identical_alerts_over_three_replicas_make_one_rr() {
         dedup.occurrence_count, 1000,
         "after a graceful stop every answer is counted once"
     );
+    assert_eq!(
+        dedup.replica_counts.len(),
+        3,
+        "each replica wrote its own total: {:?}",
+        dedup.replica_counts
+    );
+    assert_eq!(dedup.replica_counts.values().sum::<i32>(), 1000);
     let labels = rrs[0].metadata.labels.as_ref().unwrap();
     assert_eq!(labels["namegate.io/attempt"], "1");
     assert_eq!(labels["app.kubernetes.io/managed-by"], "namegate");
