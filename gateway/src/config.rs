@@ -42,7 +42,7 @@ pub struct Settings {
     /// Spill budget in bytes; past it ingestion answers 503 [default: 67108864]
     #[arg(long, env = "NAMEGATE_AUDIT_SPILL_BUDGET_BYTES")]
     pub audit_spill_budget_bytes: Option<u64>,
-    /// Audit events queued in memory [default: 65536]
+    /// Audit events queued in memory (each holds its signal's payload: ~2.5 KB) [default: 16384]
     #[arg(long, env = "NAMEGATE_AUDIT_QUEUE_CAPACITY")]
     pub audit_queue_capacity: Option<usize>,
     /// Caller authentication: `none` (explicitly) or `kubernetes` (TokenReview + SAR) [default: kubernetes]
@@ -258,7 +258,7 @@ impl Config {
             audit_url,
             audit_hmac_key_file: s.audit_hmac_key_file,
             audit_spill_budget_bytes: s.audit_spill_budget_bytes.unwrap_or(64 << 20),
-            audit_queue_capacity: s.audit_queue_capacity.unwrap_or(65_536),
+            audit_queue_capacity: s.audit_queue_capacity.unwrap_or(16_384),
             auth,
             flush_interval: positive("flush-interval", s.flush_interval, Duration::from_secs(1))?,
             request_timeout: positive(
