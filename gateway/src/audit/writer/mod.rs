@@ -736,8 +736,14 @@ impl Writer {
 
     async fn append_once(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
-        let result =
-            tokio::time::timeout(self.cfg.insert_timeout, self.store.append_batch(events)).await;
+        // A span of its own per batch (a batch mixes the events of many requests, so it is no request's
+        // child); its duration is the store's, visible next to the requests' spans.
+        let span = tracing::info_span!("audit.batch", otel.kind = "client", events = events.len());
+        let result = tokio::time::timeout(
+            self.cfg.insert_timeout,
+            tracing::Instrument::instrument(self.store.append_batch(events), span),
+        )
+        .await;
         match result {
             Ok(Ok(report)) => {
                 self.metrics()
