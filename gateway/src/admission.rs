@@ -228,7 +228,7 @@ impl Admission {
             if tries > MAX_REATTEMPTS {
                 return Err(AdmissionError::TooManyAttempts);
             }
-            let rr = self.build(signal, attempt);
+            let rr = build_rr(signal, attempt);
             let rr_name = name::name(&fp, attempt);
             match self.api.create(&rr, deadline).await {
                 Ok(created) => {
@@ -348,11 +348,6 @@ impl Admission {
         } else {
             a.count.saturating_add(pending)
         };
-    }
-
-    /// The RR for attempt `attempt` of `signal` (contract §6).
-    pub fn build(&self, signal: &Signal, attempt: Attempt) -> RemediationRequest {
-        build_rr(signal, attempt)
     }
 }
 
