@@ -1,8 +1,8 @@
 //! namegate: a signal admission gateway for Kubernetes where the RemediationRequest name is the lock.
 //!
-//! A request flows `http` → `adapters` (decode, validate, fingerprint) → `admission` (consult the
-//! `index`, create `name(fp, k+1)` or count a duplicate) → `occurrence` (coalesced status writes) and
-//! `audit` (the tamper-evident trail). See `docs/architecture.md`.
+//! A request flows `http` → `adapters` (decode, validate, fingerprint) → `pipeline`, which runs
+//! `admission` (consult the `index`, create `name(fp, k+1)` or count a duplicate) and, once the
+//! answer is certain, `occurrence` (coalesced status writes) and `audit` (the tamper-evident trail). See `docs/architecture.md`.
 #![forbid(unsafe_code)]
 
 pub mod adapters;
@@ -13,6 +13,7 @@ pub mod config;
 pub mod http;
 pub mod index;
 pub mod occurrence;
+pub mod pipeline;
 pub mod serve;
 pub mod signal;
 pub mod telemetry;

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::http::{self, Readiness, ingest::Ingest};
 use crate::index::RrIndex;
 use crate::occurrence::{Flusher, Occurrences};
+use crate::pipeline::Pipeline;
 use crate::telemetry::{self, metrics::Metrics};
 
 #[derive(Debug, thiserror::Error)]
@@ -100,9 +101,11 @@ pub async fn run(cfg: Config) -> Result<(), ServeError> {
 
     let readiness = Readiness::new(index.clone());
     let ingest = Arc::new(Ingest {
-        admission: Admission::new(index.clone(), api, occurrences, cfg.namespace.clone()),
-        audit: sink,
-        metrics: metrics.clone(),
+        pipeline: Pipeline::new(
+            Admission::new(index.clone(), api, occurrences, cfg.namespace.clone()),
+            sink,
+            metrics.clone(),
+        ),
         adapters: AdapterConfig {
             max_alerts_per_batch: cfg.max_alerts_per_batch,
             ..AdapterConfig::default()

@@ -19,6 +19,7 @@ use namegate::audit::writer::{AuditWriter, WriterConfig};
 use namegate::http::{self, Readiness, auth::AuthMode, ingest::Ingest};
 use namegate::index::RrIndex;
 use namegate::occurrence::Occurrences;
+use namegate::pipeline::Pipeline;
 use namegate::telemetry::metrics::Metrics;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -55,14 +56,16 @@ async fn fixture() -> Fixture {
     let index = RrIndex::new(metrics.clone(), false);
     let api = RrApi::new(client, "ns", metrics.clone(), Resilience::default());
     let ingest = Arc::new(Ingest {
-        admission: Admission::new(
-            index.clone(),
-            api,
-            Occurrences::new(metrics.clone()),
-            "ns".into(),
+        pipeline: Pipeline::new(
+            Admission::new(
+                index.clone(),
+                api,
+                Occurrences::new(metrics.clone()),
+                "ns".into(),
+            ),
+            sink,
+            metrics,
         ),
-        audit: sink,
-        metrics,
         adapters: AdapterConfig::default(),
         request_timeout: Duration::from_secs(2),
     });

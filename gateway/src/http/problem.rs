@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::adapters::RequestError;
 use crate::admission::AdmissionError;
 use crate::http::request_id::RequestId;
+use crate::pipeline::Refusal;
 use crate::signal::InvalidSignal;
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
@@ -167,6 +168,18 @@ impl From<&AdmissionError> for Problem {
                 "a RemediationRequest with this signal's name belongs to another fingerprint; operators have been alerted",
             ),
             _ => Self::internal("the signal could not be admitted"),
+        }
+    }
+}
+
+impl From<&Refusal> for Problem {
+    fn from(r: &Refusal) -> Self {
+        match r {
+            Refusal::Invalid(e) => Self::invalid_signal(e),
+            Refusal::Failed(e) => Self::from(e),
+            Refusal::AuditBacklogged { retry_after } => {
+                Self::unavailable("the audit trail is backlogged; retry later", *retry_after)
+            }
         }
     }
 }

@@ -1,0 +1,460 @@
+//! The admission pipeline: one decoded item in, a decided answer out, and — only once that answer is
+//! certain — its occurrence recorded and its audit events queued (see `docs/architecture.md`,
+//! "Request path").
+//!
+//! The HTTP layer (`http::ingest`) only decodes bodies and turns answers into responses; every
+//! business decision is taken here, so unit tests (and the CLI) drive it without a socket.
+//!
+//! ```text
+//!   Pipeline::decide(source, decoded, origin)   reserve audit slots → admit / reject / ignore
+//!        │                                      (API calls happen here; nothing is recorded yet)
+//!        ▼
+//!   Decided ──commit(now)──▶ Answered           occurrence recorded, audit events queued, outcome counted
+//!        └────abandon()────▶ (nothing)           the enclosing answer is a 503: slots released
+//! ```
+//!
+//! A caller answers with exactly one of the two: `commit` when the item's line (or the whole
+//! single-signal answer) is going to be sent, `abandon` when the request as a whole is answered
+//! 503 and the client will re-deliver it. Dropping a [`Decided`] is `abandon`.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::Serialize;
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::admission::{Admission, AdmissionError, Decision};
+use crate::audit::{AuditEvent, AuditSink, EventOutcome, EventType, Permits};
+use crate::signal::{Decoded, InvalidSignal, Signal, Source};
+use crate::telemetry::metrics::{AdapterLabels, AdmissionOutcome, Metrics, OutcomeLabels};
+
+/// Audit events one item may queue: `signal.received` plus its decision.
+const EVENTS_PER_ITEM: usize = 2;
+/// `Retry-After` when the audit queue cannot take an item's events.
+const AUDIT_BACKLOG_RETRY: Duration = Duration::from_secs(5);
+
+/// Who asked, and until when: carried onto every audit event of the request.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    pub request_id: String,
+    pub actor_type: String,
+    pub actor_id: Option<String>,
+    /// Every API call made for the request ends by then.
+    pub deadline: Instant,
+}
+
+/// The line of an item in an answer (a 201/202 body, or one entry of a 207's `results`).
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemBody {
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remediation_request_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remediation_request_namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<DuplicateMetadata>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DuplicateMetadata {
+    pub count: i32,
+    pub first_occurrence: Timestamp,
+    pub last_occurrence: Timestamp,
+}
+
+/// Why an item was not admitted. The HTTP layer turns it into a problem (`http::problem`).
+#[derive(Debug)]
+pub enum Refusal {
+    /// The item is malformed: answered 400 alone, `rejected` inside a batch.
+    Invalid(InvalidSignal),
+    /// Admission failed (API server, collision, deleting RR…).
+    Failed(AdmissionError),
+    /// The audit queue cannot take the item's events: refused rather than admitted unaudited.
+    AuditBacklogged { retry_after: Duration },
+}
+
+impl Refusal {
+    /// The client should re-deliver: the whole request is answered 503 + `Retry-After`.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Invalid(_) => false,
+            Self::Failed(e) => e.is_retryable(),
+            Self::AuditBacklogged { .. } => true,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Invalid(_) => None,
+            Self::Failed(e) => e.is_retryable().then(|| e.retry_after()),
+            Self::AuditBacklogged { retry_after } => Some(*retry_after),
+        }
+    }
+}
+
+/// An item decided but not yet answered: it holds the audit slots reserved for it and the events
+/// it will queue. See the module docs for `commit` / `abandon`.
+#[must_use = "a decided item is either committed (answered) or abandoned (503)"]
+#[derive(Debug)]
+pub struct Decided<'a> {
+    outcome: AdmissionOutcome,
+    body: ItemBody,
+    refusal: Option<Refusal>,
+    decision: Option<Decision>,
+    events: Vec<AuditEvent>,
+    permits: Option<Permits<'a>>,
+}
+
+/// A committed item: what the client is told.
+#[derive(Debug)]
+pub struct Answered {
+    pub outcome: AdmissionOutcome,
+    pub body: ItemBody,
+    /// Set when the item was not admitted; a single-signal request answers this problem.
+    pub refusal: Option<Refusal>,
+}
+
+impl Decided<'_> {
+    pub fn outcome(&self) -> AdmissionOutcome {
+        self.outcome
+    }
+
+    pub fn refusal(&self) -> Option<&Refusal> {
+        self.refusal.as_ref()
+    }
+
+    pub fn decision(&self) -> Option<&Decision> {
+        self.decision.as_ref()
+    }
+
+    /// The audit events this item queues when committed, in order.
+    pub fn events(&self) -> &[AuditEvent] {
+        &self.events
+    }
+
+    /// Whether the request this item belongs to must be answered 503 (and re-delivered).
+    pub fn is_retryable(&self) -> bool {
+        self.refusal.as_ref().is_some_and(Refusal::is_retryable)
+    }
+
+    /// The answer is certain: counts the occurrence (contract of `Admission::record`), queues the
+    /// audit events on the reserved slots, counts the outcome. Returns what the client is told.
+    pub fn commit(mut self, pipeline: &Pipeline, now: Timestamp) -> Answered {
+        if let Some(decision) = self.decision.as_mut() {
+            pipeline.admission.record(decision, now);
+            if let Decision::Duplicate(a) = decision {
+                self.body.metadata = Some(DuplicateMetadata {
+                    count: a.count,
+                    first_occurrence: a.first_seen,
+                    last_occurrence: a.last_seen,
+                });
+            }
+        }
+        self.queue_events();
+        pipeline
+            .metrics
+            .admission_outcomes
+            .get_or_create(&OutcomeLabels {
+                outcome: self.outcome,
+            })
+            .inc();
+        Answered {
+            outcome: self.outcome,
+            body: std::mem::take(&mut self.body),
+            refusal: self.refusal.take(),
+        }
+    }
+
+    /// The enclosing request is answered 503: nothing is recorded or audited, the slots are
+    /// released. The client re-delivers the item, and that delivery is answered and audited.
+    pub fn abandon(self) {}
+
+    fn queue_events(&mut self) {
+        let events = std::mem::take(&mut self.events);
+        let Some(permits) = self.permits.as_mut() else {
+            return;
+        };
+        for ev in events {
+            permits.send_one(ev);
+        }
+    }
+}
+
+/// The admission pipeline of one gateway: admission, its occurrence accounting, and the audit queue.
+#[derive(Debug)]
+pub struct Pipeline {
+    admission: Admission,
+    audit: AuditSink,
+    metrics: Metrics,
+}
+
+impl Pipeline {
+    pub fn new(admission: Admission, audit: AuditSink, metrics: Metrics) -> Self {
+        Self {
+            admission,
+            audit,
+            metrics,
+        }
+    }
+
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    /// Decides one decoded item: reserves its audit slots (refusing with 503 when the audit queue is
+    /// full — a decision that cannot be audited is not taken), then admits, rejects or ignores it and
+    /// builds its audit events. Nothing is recorded or queued until [`Decided::commit`].
+    pub async fn decide(&self, source: Source, decoded: Decoded, origin: &Origin) -> Decided<'_> {
+        self.metrics
+            .signals_received
+            .get_or_create(&AdapterLabels {
+                adapter: source.as_str(),
+            })
+            .inc();
+        let permits = match self.audit.try_reserve(EVENTS_PER_ITEM) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(request_id = %origin.request_id, error = %e, "audit backlog full; shedding");
+                return Decided::refused(
+                    ItemBody::default(),
+                    Refusal::AuditBacklogged {
+                        retry_after: AUDIT_BACKLOG_RETRY,
+                    },
+                    Vec::new(),
+                    None,
+                );
+            }
+        };
+        let started = std::time::Instant::now();
+        let mut decided = match decoded {
+            Decoded::Signal(signal) => self.admit(&signal, origin).await,
+            Decoded::Resolved {
+                name,
+                fingerprint,
+                target,
+            } => {
+                let correlation = match &fingerprint {
+                    Some(fp) => crd_schema::CorrelationId::for_fingerprint(fp),
+                    None => format!("request:{}", origin.request_id),
+                };
+                let mut ev = event(
+                    EventType::SignalIgnored,
+                    EventOutcome::Success,
+                    &correlation,
+                    origin,
+                );
+                ev.fingerprint = fingerprint.map(|f| f.to_hex());
+                ev.namespace = target
+                    .as_ref()
+                    .map(|t| t.namespace.clone())
+                    .filter(|n| !n.is_empty());
+                ev.event_data = json!({
+                    "signal_name": name, "reason": "resolved", "fingerprint": ev.fingerprint,
+                    "resource_kind": target.as_ref().map(|t| &t.kind), "resource_name": target.as_ref().map(|t| &t.name),
+                });
+                Decided {
+                    outcome: AdmissionOutcome::ignored,
+                    body: ItemBody {
+                        status: "ignored",
+                        fingerprint: fingerprint.map(|f| f.to_hex()),
+                        correlation_id: Some(correlation),
+                        reason: Some("resolved".into()),
+                        ..ItemBody::default()
+                    },
+                    refusal: None,
+                    decision: None,
+                    events: vec![ev],
+                    permits: None,
+                }
+            }
+            Decoded::Invalid(invalid) => self.reject(invalid, origin),
+        };
+        decided.permits = Some(permits);
+        decided.queue_events();
+        self.metrics
+            .admission_duration
+            .get_or_create(&OutcomeLabels {
+                outcome: decided.outcome,
+            })
+            .observe(started.elapsed().as_secs_f64());
+        decided
+    }
+
+    fn reject(&self, invalid: InvalidSignal, origin: &Origin) -> Decided<'_> {
+        let correlation = format!("request:{}", origin.request_id);
+        let mut ev = event(
+            EventType::SignalRejected,
+            EventOutcome::Failure,
+            &correlation,
+            origin,
+        );
+        ev.error_code = Some("invalid_signal".into());
+        ev.error_message = Some(invalid.to_string());
+        ev.event_data =
+            json!({ "reason": "invalid", "field": invalid.field, "detail": invalid.detail });
+        let body = ItemBody {
+            status: "rejected",
+            reason: Some(invalid.to_string()),
+            ..ItemBody::default()
+        };
+        Decided {
+            outcome: AdmissionOutcome::rejected,
+            body,
+            refusal: Some(Refusal::Invalid(invalid)),
+            decision: None,
+            events: vec![ev],
+            permits: None,
+        }
+    }
+
+    async fn admit(&self, signal: &Signal, origin: &Origin) -> Decided<'_> {
+        let fp_hex = signal.fingerprint.to_hex();
+        let decision = match self.admission.admit(signal, origin.deadline).await {
+            Ok(d) => d,
+            Err(e) => return self.failed(signal, e, origin),
+        };
+        let a = decision.admitted();
+        let (event_type, outcome, status) = match &decision {
+            Decision::Created(_) => (EventType::CrdCreated, AdmissionOutcome::created, "created"),
+            Decision::Duplicate(_) => (
+                EventType::SignalDeduplicated,
+                AdmissionOutcome::duplicate,
+                "duplicate",
+            ),
+        };
+        // Both events carry the RR's identity so the trail groups them by RR object.
+        let rr_fields = |ev: &mut AuditEvent| {
+            ev.resource_type = Some("RemediationRequest".into());
+            ev.resource_id = Some(a.name.clone());
+            ev.event_data["attempt"] = json!(a.attempt);
+            ev.event_data["rr_uid"] = json!(a.uid.map(|u| u.to_string()));
+            ev.event_data["rr_namespace"] = json!(self.admission.namespace());
+        };
+        let mut received = signal_event(
+            EventType::SignalReceived,
+            EventOutcome::Success,
+            &a.name,
+            signal,
+            origin,
+        );
+        rr_fields(&mut received);
+        received.event_data["original_payload"] = json!(signal.original_payload);
+        let mut ev = signal_event(event_type, EventOutcome::Success, &a.name, signal, origin);
+        rr_fields(&mut ev);
+        ev.event_data["occurrence_count"] = json!(self.admission.expected_count(&decision));
+        tracing::debug!(
+            request_id = %origin.request_id, fingerprint = %fp_hex, rr = %a.name, outcome = status,
+            "admission decision"
+        );
+        Decided {
+            outcome,
+            body: ItemBody {
+                status,
+                fingerprint: Some(fp_hex),
+                remediation_request_name: Some(a.name.clone()),
+                remediation_request_namespace: Some(self.admission.namespace().to_owned()),
+                attempt: Some(a.attempt),
+                correlation_id: Some(a.name.clone()),
+                ..ItemBody::default()
+            },
+            refusal: None,
+            events: vec![received, ev],
+            decision: Some(decision),
+            permits: None,
+        }
+    }
+
+    fn failed(&self, signal: &Signal, e: AdmissionError, origin: &Origin) -> Decided<'_> {
+        let correlation = crd_schema::CorrelationId::for_fingerprint(&signal.fingerprint);
+        let mut ev = signal_event(
+            EventType::CrdFailed,
+            EventOutcome::Failure,
+            &correlation,
+            signal,
+            origin,
+        );
+        ev.error_code = Some(e.code().into());
+        ev.error_message = Some(e.to_string());
+        if e.is_hash_collision() {
+            self.metrics.hash_collisions.inc();
+            tracing::error!(request_id = %origin.request_id, error = %e, "fingerprint hash collision");
+        } else {
+            tracing::warn!(request_id = %origin.request_id, error = %e, "admission failed");
+        }
+        let body = ItemBody {
+            status: "failed",
+            fingerprint: Some(signal.fingerprint.to_hex()),
+            correlation_id: Some(correlation),
+            ..ItemBody::default()
+        };
+        Decided::refused(body, Refusal::Failed(e), vec![ev], None)
+    }
+}
+
+impl<'a> Decided<'a> {
+    fn refused(
+        body: ItemBody,
+        refusal: Refusal,
+        events: Vec<AuditEvent>,
+        permits: Option<Permits<'a>>,
+    ) -> Self {
+        Self {
+            outcome: AdmissionOutcome::failed,
+            body: ItemBody {
+                status: "failed",
+                ..body
+            },
+            refusal: Some(refusal),
+            decision: None,
+            events,
+            permits,
+        }
+    }
+}
+
+fn event(t: EventType, o: EventOutcome, correlation: &str, origin: &Origin) -> AuditEvent {
+    let mut ev = AuditEvent::new(t, o, correlation);
+    ev.actor_type = Some(origin.actor_type.clone());
+    ev.actor_id = origin.actor_id.clone();
+    let (trace_id, span_id) = crate::telemetry::trace_ids();
+    ev.trace_id = trace_id;
+    ev.span_id = span_id;
+    ev
+}
+
+fn signal_event(
+    t: EventType,
+    o: EventOutcome,
+    correlation: &str,
+    s: &Signal,
+    origin: &Origin,
+) -> AuditEvent {
+    let mut ev = event(t, o, correlation, origin);
+    ev.fingerprint = Some(s.fingerprint.to_hex());
+    ev.namespace = Some(s.target.namespace.clone()).filter(|n| !n.is_empty());
+    ev.cluster_id = s.target.cluster.clone();
+    ev.severity = Some(s.severity.clone());
+    ev.event_data = json!({
+        "signal_name": s.name,
+        "signal_source": s.source.as_str(),
+        "fingerprint": s.fingerprint.to_hex(),
+        "severity": s.severity,
+        "resource_kind": s.target.kind,
+        "resource_name": s.target.name,
+    });
+    ev
+}
+
+#[cfg(test)]
+mod tests;

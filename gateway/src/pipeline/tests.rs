@@ -1,0 +1,435 @@
+//! The pipeline driven against a scripted, in-process API server (a `tower` service behind a real
+//! `kube::Client`): every branch after a `409 AlreadyExists`, and when audit events are queued.
+//! The real API server's behaviour is covered by the `e2e_*` tests; these pin the decisions.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use crd_schema::Target;
+use crd_schema::name::{self, Attempt};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::*;
+use crate::admission::{Admission, build_rr};
+use crate::apiserver::{Resilience, RrApi};
+use crate::audit::store::AuditStore;
+use crate::audit::writer::{AuditWriter, WriterConfig, WriterHandle};
+use crate::index::RrIndex;
+use crate::occurrence::Occurrences;
+
+const NS: &str = "ns";
+const BASE: &str = "/apis/kubernaut.ai/v1alpha1/namespaces/ns/remediationrequests";
+
+/// What the scripted API server answers to a request body.
+type Answer = Box<dyn Fn(&Value) -> (StatusCode, Value) + Send>;
+
+/// One expected API call and the answer the scripted API server gives.
+struct Step {
+    method: &'static str,
+    /// The path after `BASE` ("" for the collection, "/<name>" for an object).
+    path: String,
+    answer: Answer,
+}
+
+fn step(
+    method: &'static str,
+    path: impl Into<String>,
+    answer: impl Fn(&Value) -> (StatusCode, Value) + Send + 'static,
+) -> Step {
+    Step {
+        method,
+        path: path.into(),
+        answer: Box::new(answer),
+    }
+}
+
+/// A scripted API server: calls must come in the scripted order; anything else fails the test.
+#[derive(Clone, Default)]
+struct Script {
+    steps: Arc<Mutex<VecDeque<Step>>>,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Script {
+    fn new(steps: Vec<Step>) -> Self {
+        Self {
+            steps: Arc::new(Mutex::new(steps.into())),
+            seen: Arc::default(),
+        }
+    }
+
+    fn client(&self) -> kube::Client {
+        let script = self.clone();
+        let svc = tower::service_fn(move |req: Request<kube::client::Body>| {
+            let script = script.clone();
+            async move {
+                let method = req.method().to_string();
+                let path = req.uri().path().to_owned();
+                let body = req.into_body().collect().await?.to_bytes();
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                script.seen.lock().unwrap().push(format!("{method} {path}"));
+                let next = script.steps.lock().unwrap().pop_front();
+                let (status, answer) = match next {
+                    Some(s) if s.method == method && format!("{BASE}{}", s.path) == path => {
+                        (s.answer)(&body)
+                    }
+                    Some(s) => panic!(
+                        "unexpected call {method} {path}; expected {} {BASE}{}",
+                        s.method, s.path
+                    ),
+                    None => panic!("unexpected call {method} {path}; the script is done"),
+                };
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                    Response::builder()
+                        .status(status)
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from(answer.to_string())))
+                        .unwrap(),
+                )
+            }
+        });
+        kube::Client::new(svc, NS)
+    }
+
+    fn remaining(&self) -> usize {
+        self.steps.lock().unwrap().len()
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn status(code: u16, reason: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": reason, "reason": reason, "code": code})
+}
+
+fn already_exists() -> (StatusCode, Value) {
+    (StatusCode::CONFLICT, status(409, "AlreadyExists"))
+}
+
+/// The created object as the API server returns it: the request plus uid and resourceVersion.
+fn created(body: &Value) -> (StatusCode, Value) {
+    let mut rr = body.clone();
+    rr["metadata"]["uid"] = json!("11111111-1111-1111-1111-111111111111");
+    rr["metadata"]["resourceVersion"] = json!("100");
+    (StatusCode::CREATED, rr)
+}
+
+fn signal() -> Signal {
+    let target = Target {
+        cluster: None,
+        namespace: "prod".into(),
+        kind: "Deployment".into(),
+        name: "api".into(),
+        api_version: None,
+    };
+    let now: Timestamp = "2026-11-29T12:00:00Z".parse().unwrap();
+    Signal {
+        source: Source::Prometheus,
+        name: "HighLatency".into(),
+        severity: "critical".into(),
+        fingerprint: target.fingerprint(),
+        target,
+        labels: Default::default(),
+        annotations: Default::default(),
+        firing_time: now,
+        received_time: now,
+        provider_data: None,
+        original_payload: "{}".into(),
+    }
+}
+
+/// The RR of `attempt` as a GET returns it, with `status` and metadata changes applied.
+fn existing(s: &Signal, attempt: u32, status: Value, meta: Value) -> Value {
+    let rr = build_rr(s, Attempt::new(attempt).unwrap());
+    let mut v = serde_json::to_value(&rr).unwrap();
+    v["metadata"]["uid"] = json!(format!("22222222-2222-2222-2222-2222222222{attempt:02}"));
+    v["metadata"]["resourceVersion"] = json!("50");
+    if let (Some(m), Some(extra)) = (v["metadata"].as_object_mut(), meta.as_object()) {
+        m.extend(extra.clone());
+    }
+    v["status"] = status;
+    v
+}
+
+fn terminal() -> Value {
+    json!({"overallPhase": "Completed", "completionStatus": {"outcome": "Remediated"}})
+}
+
+fn rr_path(s: &Signal, attempt: u32) -> String {
+    format!(
+        "/{}",
+        name::name(&s.fingerprint, Attempt::new(attempt).unwrap())
+    )
+}
+
+struct Fixture {
+    pipeline: Pipeline,
+    store: AuditStore,
+    writer: WriterHandle,
+    script: Script,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture(steps: Vec<Step>) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let store = AuditStore::open(
+        &format!("sqlite://{}", dir.path().join("a.db").display()),
+        None,
+    )
+    .await
+    .unwrap();
+    let (sink, writer) = AuditWriter::spawn(
+        store.clone(),
+        WriterConfig {
+            spill_path: dir.path().join("spill.jsonl"),
+            ..WriterConfig::default()
+        },
+        &mut registry,
+    )
+    .await
+    .unwrap();
+    let index = RrIndex::new(metrics.clone(), false);
+    index.apply(kube::runtime::watcher::Event::Init);
+    index.apply(kube::runtime::watcher::Event::InitDone);
+    let script = Script::new(steps);
+    let resilience = Resilience {
+        initial_backoff: Duration::from_millis(1),
+        ..Resilience::default()
+    };
+    let api = RrApi::new(script.client(), NS, metrics.clone(), resilience);
+    let admission = Admission::new(index, api, Occurrences::new(metrics.clone()), NS.into());
+    Fixture {
+        pipeline: Pipeline::new(admission, sink, metrics),
+        store,
+        writer,
+        script,
+        _dir: dir,
+    }
+}
+
+fn origin() -> Origin {
+    Origin {
+        request_id: "req-1".into(),
+        actor_type: "test".into(),
+        actor_id: None,
+        deadline: Instant::now() + Duration::from_secs(10),
+    }
+}
+
+impl Fixture {
+    async fn decide(&self, s: &Signal) -> Decided<'_> {
+        self.pipeline
+            .decide(
+                Source::Prometheus,
+                Decoded::Signal(Box::new(s.clone())),
+                &origin(),
+            )
+            .await
+    }
+
+    /// Stops the writer and returns the event types it stored.
+    async fn stored_events(self) -> Vec<String> {
+        assert_eq!(
+            self.script.remaining(),
+            0,
+            "calls: {:?}",
+            self.script.calls()
+        );
+        self.writer.shutdown().await;
+        let mut types = Vec::new();
+        for corr in [
+            name::name(&signal().fingerprint, Attempt::FIRST),
+            name::name(&signal().fingerprint, Attempt::new(2).unwrap()),
+            crd_schema::CorrelationId::for_fingerprint(&signal().fingerprint),
+        ] {
+            let trail = self
+                .store
+                .trail(&corr, crate::audit::store::Page::first(100))
+                .await
+                .unwrap();
+            types.extend(trail.into_iter().map(|e| e.event_type));
+        }
+        types
+    }
+}
+
+#[tokio::test]
+async fn a_free_name_is_created() {
+    let s = signal();
+    let f = fixture(vec![step("POST", "", created)]).await;
+    let d = f.decide(&s).await;
+    assert_eq!(d.outcome(), AdmissionOutcome::created);
+    let answered = d.commit(&f.pipeline, Timestamp::now());
+    assert_eq!(answered.body.attempt, Some(1));
+    assert_eq!(
+        f.stored_events().await,
+        ["gateway.signal.received", "gateway.crd.created"]
+    );
+}
+
+#[tokio::test]
+async fn after_409_another_fingerprint_is_a_collision_not_a_duplicate() {
+    let s = signal();
+    let f = fixture(vec![
+        step("POST", "", |_| already_exists()),
+        step("GET", rr_path(&s, 1), {
+            let s = s.clone();
+            move |_| {
+                let mut v = existing(&s, 1, json!({"overallPhase": "Executing"}), json!({}));
+                v["spec"]["signalFingerprint"] = json!("f".repeat(64));
+                (StatusCode::OK, v)
+            }
+        }),
+    ])
+    .await;
+    let d = f.decide(&s).await;
+    assert_eq!(d.outcome(), AdmissionOutcome::failed);
+    assert!(matches!(d.refusal(), Some(Refusal::Failed(e)) if e.is_hash_collision()));
+    assert!(!d.is_retryable(), "a collision is a 500, never retried");
+    d.commit(&f.pipeline, Timestamp::now());
+    assert_eq!(f.stored_events().await, ["gateway.crd.failed"]);
+}
+
+#[tokio::test]
+async fn after_409_a_suppressing_rr_makes_a_duplicate() {
+    let s = signal();
+    let f = fixture(vec![
+        step("POST", "", |_| already_exists()),
+        step("GET", rr_path(&s, 1), {
+            let s = s.clone();
+            move |_| {
+                let dedup = json!({"firstSeenAt": "2026-11-29T11:00:00Z",
+                    "lastSeenAt": "2026-11-29T11:30:00Z", "occurrenceCount": 4});
+                (
+                    StatusCode::OK,
+                    existing(
+                        &s,
+                        1,
+                        json!({"overallPhase": "Executing", "deduplication": dedup}),
+                        json!({}),
+                    ),
+                )
+            }
+        }),
+    ])
+    .await;
+    let d = f.decide(&s).await;
+    assert_eq!(d.outcome(), AdmissionOutcome::duplicate);
+    let answered = d.commit(&f.pipeline, Timestamp::now());
+    let meta = answered
+        .body
+        .metadata
+        .expect("a duplicate reports its count");
+    assert_eq!(meta.count, 5, "the RR's 4 plus this one");
+    assert_eq!(
+        f.stored_events().await,
+        ["gateway.signal.received", "gateway.signal.deduplicated"]
+    );
+}
+
+#[tokio::test]
+async fn after_409_a_terminal_rr_moves_to_the_next_attempt() {
+    let s = signal();
+    let f = fixture(vec![
+        step("POST", "", |_| already_exists()),
+        step("GET", rr_path(&s, 1), {
+            let s = s.clone();
+            move |_| (StatusCode::OK, existing(&s, 1, terminal(), json!({})))
+        }),
+        step("POST", "", |body| {
+            assert_eq!(body["metadata"]["labels"]["namegate.io/attempt"], "2");
+            created(body)
+        }),
+    ])
+    .await;
+    let d = f.decide(&s).await;
+    assert_eq!(d.outcome(), AdmissionOutcome::created);
+    assert_eq!(d.decision().unwrap().admitted().attempt, 2);
+}
+
+#[tokio::test]
+async fn after_409_a_name_freed_before_the_read_is_tried_again() {
+    let s = signal();
+    let f = fixture(vec![
+        step("POST", "", |_| already_exists()),
+        step("GET", rr_path(&s, 1), |_| {
+            (StatusCode::NOT_FOUND, status(404, "NotFound"))
+        }),
+        step("POST", "", created),
+    ])
+    .await;
+    let d = f.decide(&s).await;
+    assert_eq!(d.outcome(), AdmissionOutcome::created);
+    assert_eq!(d.decision().unwrap().admitted().attempt, 1);
+}
+
+#[tokio::test]
+async fn after_409_an_rr_being_deleted_is_waited_for_then_503() {
+    let s = signal();
+    let deleting = |s: &Signal| {
+        let s = s.clone();
+        move |_: &Value| {
+            (
+                StatusCode::OK,
+                existing(
+                    &s,
+                    1,
+                    json!({"overallPhase": "Executing"}),
+                    json!({"deletionTimestamp": "2026-11-29T11:59:00Z", "finalizers": ["x"]}),
+                ),
+            )
+        }
+    };
+    // One try plus three waits, each a create answered 409 and a read of the deleting RR.
+    let mut steps = Vec::new();
+    for _ in 0..4 {
+        steps.push(step("POST", "", |_| already_exists()));
+        steps.push(step("GET", rr_path(&s, 1), deleting(&s)));
+    }
+    let f = fixture(steps).await;
+    let d = f.decide(&s).await;
+    assert!(
+        matches!(
+            d.refusal(),
+            Some(Refusal::Failed(AdmissionError::BeingDeleted { .. }))
+        ),
+        "{:?}",
+        d.refusal()
+    );
+    assert!(d.is_retryable(), "answered 503 + Retry-After");
+}
+
+#[tokio::test]
+async fn after_409_terminal_rrs_are_skipped_a_bounded_number_of_times() {
+    let s = signal();
+    let mut steps = Vec::new();
+    for attempt in 1..=16 {
+        steps.push(step("POST", "", |_| already_exists()));
+        steps.push(step("GET", rr_path(&s, attempt), {
+            let s = s.clone();
+            move |_| (StatusCode::OK, existing(&s, attempt, terminal(), json!({})))
+        }));
+    }
+    let f = fixture(steps).await;
+    let d = f.decide(&s).await;
+    assert!(
+        matches!(
+            d.refusal(),
+            Some(Refusal::Failed(AdmissionError::TooManyAttempts))
+        ),
+        "{:?}",
+        d.refusal()
+    );
+    assert!(d.is_retryable());
+}
