@@ -153,6 +153,11 @@ impl Decided<'_> {
     pub fn commit(mut self, pipeline: &Pipeline, now: Timestamp) -> Answered {
         if let Some(decision) = self.decision.as_mut() {
             pipeline.admission.record(decision, now);
+            // The decision's event reports the count this answer makes, as far as this replica knows.
+            let count = decision.admitted().count;
+            if let Some(ev) = self.events.last_mut() {
+                ev.event_data["occurrence_count"] = json!(count);
+            }
             if let Decision::Duplicate(a) = decision {
                 self.body.metadata = Some(DuplicateMetadata {
                     count: a.count,
@@ -281,7 +286,6 @@ impl Pipeline {
             Decoded::Invalid(invalid) => self.reject(invalid, origin),
         };
         decided.permits = Some(permits);
-        decided.queue_events();
         self.metrics
             .admission_duration
             .get_or_create(&OutcomeLabels {
@@ -352,7 +356,6 @@ impl Pipeline {
         received.event_data["original_payload"] = json!(signal.original_payload);
         let mut ev = signal_event(event_type, EventOutcome::Success, &a.name, signal, origin);
         rr_fields(&mut ev);
-        ev.event_data["occurrence_count"] = json!(self.admission.expected_count(&decision));
         tracing::debug!(
             request_id = %origin.request_id, fingerprint = %fp_hex, rr = %a.name, outcome = status,
             "admission decision"

@@ -433,3 +433,44 @@ async fn after_409_terminal_rrs_are_skipped_a_bounded_number_of_times() {
     );
     assert!(d.is_retryable());
 }
+
+fn types(d: &Decided<'_>) -> Vec<&'static str> {
+    d.events().iter().map(|e| e.event_type.as_str()).collect()
+}
+
+#[tokio::test]
+async fn events_wait_for_the_answer_and_carry_the_count_it_makes() {
+    let s = signal();
+    let f = fixture(vec![step("POST", "", created)]).await;
+    let d = f.decide(&s).await;
+    assert_eq!(
+        types(&d),
+        ["gateway.signal.received", "gateway.crd.created"],
+        "built, not yet queued"
+    );
+    let before = f.pipeline.audit.queue_depth();
+    assert_eq!(before, 2, "two slots reserved, nothing else");
+    d.commit(&f.pipeline, Timestamp::now());
+    let stored = f.stored_events().await;
+    assert_eq!(stored, ["gateway.signal.received", "gateway.crd.created"]);
+}
+
+#[tokio::test]
+async fn an_abandoned_item_records_and_audits_nothing() {
+    let s = signal();
+    let f = fixture(vec![step("POST", "", created)]).await;
+    let d = f.decide(&s).await;
+    assert_eq!(d.outcome(), AdmissionOutcome::created);
+    let admitted = d.decision().unwrap().admitted().clone();
+    // The batch it belongs to is answered 503: the client re-delivers it.
+    d.abandon();
+    assert_eq!(f.pipeline.audit.queue_depth(), 0, "its slots are released");
+    assert_eq!(
+        f.pipeline
+            .admission()
+            .expected_count(&Decision::Created(admitted)),
+        1,
+        "no occurrence recorded: the next answer for this RR is its first"
+    );
+    assert_eq!(f.stored_events().await, Vec::<String>::new());
+}
