@@ -887,6 +887,12 @@ async fn migration_job_is_a_pre_upgrade_hook_with_its_own_least_privilege() {
         "namegate-migrate --audit-url …: {}",
         c["args"]
     );
+    // Live legacy RRs of the release namespace get their attempt label (the Role's get/list/patch).
+    assert!(
+        strs(&c["args"]).contains(&"--live-rrs"),
+        "namegate-migrate --live-rrs: {}",
+        c["args"]
+    );
     assert_eq!(
         env_var(c, "NAMEGATE_AUDIT_URL")["valueFrom"]["secretKeyRef"]["name"],
         "pg-audit"
