@@ -39,12 +39,19 @@ pub struct Settings {
     /// Spill file used while the audit store is unreachable [default: <audit db dir>/audit-spill.jsonl]
     #[arg(long, env = "NAMEGATE_AUDIT_SPILL_PATH")]
     pub audit_spill_path: Option<PathBuf>,
+    /// Audit chain-head checkpoint file; put it where the audit database's users cannot write
+    /// (docs/audit.md) [default: <spill dir>/audit-checkpoints.jsonl]
+    #[arg(long, env = "NAMEGATE_AUDIT_CHECKPOINT_PATH")]
+    pub audit_checkpoint_path: Option<PathBuf>,
     /// Spill budget in bytes; past it ingestion answers 503 [default: 67108864]
     #[arg(long, env = "NAMEGATE_AUDIT_SPILL_BUDGET_BYTES")]
     pub audit_spill_budget_bytes: Option<u64>,
     /// Audit events queued in memory (each holds its signal's payload: ~2.5 KB) [default: 16384]
     #[arg(long, env = "NAMEGATE_AUDIT_QUEUE_CAPACITY")]
     pub audit_queue_capacity: Option<usize>,
+    /// Bytes the queued audit events may hold; past it ingestion answers 503 [default: 33554432]
+    #[arg(long, env = "NAMEGATE_AUDIT_QUEUE_BUDGET_BYTES")]
+    pub audit_queue_budget_bytes: Option<u64>,
     /// Caller authentication: `none` (explicitly) or `kubernetes` (TokenReview + SAR) [default: kubernetes]
     #[arg(long, env = "NAMEGATE_AUTH", value_enum)]
     pub auth: Option<AuthMode>,
@@ -98,8 +105,10 @@ pub struct Config {
     pub audit_url: String,
     pub audit_hmac_key_file: Option<PathBuf>,
     pub audit_spill_path: PathBuf,
+    pub audit_checkpoint_path: PathBuf,
     pub audit_spill_budget_bytes: u64,
     pub audit_queue_capacity: usize,
+    pub audit_queue_budget_bytes: u64,
     pub auth: AuthMode,
     pub flush_interval: Duration,
     pub request_timeout: Duration,
@@ -153,7 +162,7 @@ impl Settings {
     /// `self` (flags and env) over `file`.
     pub fn over(self, file: Settings) -> Settings {
         overlay!(self, file; listen, health_listen, metrics_listen, namespace, audit_url, audit_hmac_key_file,
-            audit_spill_path, audit_spill_budget_bytes, audit_queue_capacity, auth, flush_interval,
+            audit_spill_path, audit_checkpoint_path, audit_spill_budget_bytes, audit_queue_capacity, audit_queue_budget_bytes, auth, flush_interval,
             request_timeout, header_read_timeout, shutdown_delay, drain_timeout, max_concurrency,
             max_alerts_per_batch, log_format, log_level, otlp_endpoint, fault_freeze_index)
     }
@@ -252,6 +261,13 @@ impl Config {
                 .metrics_listen
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 9090))),
             namespace,
+            audit_checkpoint_path: s.audit_checkpoint_path.unwrap_or_else(|| {
+                s.audit_spill_path
+                    .as_deref()
+                    .and_then(std::path::Path::parent)
+                    .unwrap_or(&default_spill_dir)
+                    .join(crate::audit::checkpoint::CHECKPOINT_FILE_NAME)
+            }),
             audit_spill_path: s
                 .audit_spill_path
                 .unwrap_or_else(|| default_spill_dir.join("audit-spill.jsonl")),
@@ -259,6 +275,7 @@ impl Config {
             audit_hmac_key_file: s.audit_hmac_key_file,
             audit_spill_budget_bytes: s.audit_spill_budget_bytes.unwrap_or(64 << 20),
             audit_queue_capacity: s.audit_queue_capacity.unwrap_or(16_384),
+            audit_queue_budget_bytes: s.audit_queue_budget_bytes.unwrap_or(32 << 20),
             auth,
             flush_interval: positive("flush-interval", s.flush_interval, Duration::from_secs(1))?,
             request_timeout: positive(

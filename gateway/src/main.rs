@@ -63,6 +63,14 @@ enum AuditCommand {
         audit_url: String,
         #[arg(long, env = "NAMEGATE_AUDIT_HMAC_KEY_FILE")]
         hmac_key_file: Option<PathBuf>,
+        /// A checkpoint file written by a gateway (repeat for each replica's): every chain head in it
+        /// must still be there, so deleted tails and chains are found.
+        #[arg(long = "checkpoints")]
+        checkpoints: Vec<PathBuf>,
+        /// With a key: accept unkeyed rows older than this RFC 3339 time (the store ran without a key
+        /// before it). Without it every unkeyed row is a break.
+        #[arg(long)]
+        unkeyed_before: Option<jiff::Timestamp>,
     },
     /// Apply the audit store's schema migrations and exit.
     MigrateSchema {
@@ -118,10 +126,22 @@ fn main() -> ExitCode {
             AuditCommand::Verify {
                 audit_url,
                 hmac_key_file,
+                checkpoints,
+                unkeyed_before,
             } => run_async(async move {
-                let report = namegate::audit::cli::verify(&audit_url, hmac_key_file.as_deref())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let options = namegate::audit::store::VerifyOptions {
+                    checkpoints,
+                    unkeyed_before,
+                };
+                let mut out = std::io::stdout().lock();
+                let report = namegate::audit::cli::verify_with_to(
+                    &audit_url,
+                    hmac_key_file.as_deref(),
+                    &options,
+                    &mut out,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
                 if report.is_clean() {
                     Ok(())
                 } else {

@@ -55,10 +55,15 @@ pub async fn run(cfg: Config) -> Result<(), ServeError> {
     let metrics = Metrics::register(&mut registry);
     let client = kube::Client::try_default().await?;
 
-    let store =
-        audit::store::AuditStore::open(&cfg.audit_url, cfg.audit_hmac_key_file.as_deref()).await?;
+    let mut store_cfg = audit::store::StoreConfig::new(&cfg.audit_url).with_checkpoints(
+        &cfg.audit_checkpoint_path,
+        audit::checkpoint::DEFAULT_INTERVAL,
+    );
+    store_cfg.hmac_key_file = cfg.audit_hmac_key_file.clone();
+    let store = audit::store::AuditStore::open_with(&store_cfg).await?;
     let writer_cfg = audit::writer::WriterConfig {
         queue_capacity: cfg.audit_queue_capacity,
+        queue_budget_bytes: cfg.audit_queue_budget_bytes,
         spill_path: cfg.audit_spill_path.clone(),
         spill_budget_bytes: cfg.audit_spill_budget_bytes,
         ..audit::writer::WriterConfig::default()
@@ -173,6 +178,7 @@ pub async fn run(cfg: Config) -> Result<(), ServeError> {
     let _ = flusher_task.await;
     tracing::info!("flushing the audit trail");
     writer.shutdown().await;
+    store.flush_checkpoint();
     background.cancel();
     let _ = tokio::join!(index_task, aux_task);
     tracing::info!("stopped");

@@ -9,7 +9,7 @@ use std::path::Path;
 use super::chain::format_timestamp;
 use super::lookup::{self, MAX_LIMIT};
 use super::store::{
-    AuditStore, MigrationReport, StoreConfig, StoreError, StoredEvent, VerifyReport,
+    AuditStore, MigrationReport, StoreConfig, StoreError, StoredEvent, VerifyOptions, VerifyReport,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -156,8 +156,18 @@ pub async fn verify_to(
     hmac_key_file: Option<&Path>,
     out: &mut impl Write,
 ) -> Result<VerifyReport, CliError> {
+    verify_with_to(url, hmac_key_file, &VerifyOptions::default(), out).await
+}
+
+/// [`verify_to`], also checking checkpoint files and unkeyed rows (see [`VerifyOptions`]).
+pub async fn verify_with_to(
+    url: &str,
+    hmac_key_file: Option<&Path>,
+    options: &VerifyOptions,
+    out: &mut impl Write,
+) -> Result<VerifyReport, CliError> {
     let store = open_read_only(url, hmac_key_file).await?;
-    let report = store.verify().await;
+    let report = store.verify_with(options).await;
     store.close().await;
     let report = report?;
     print_report(&report, out)?;
@@ -174,6 +184,13 @@ pub fn print_report(report: &VerifyReport, out: &mut impl Write) -> io::Result<(
             out,
             "{} event(s) are chained with hmac-sha256 and were not checked: pass the HMAC key file",
             report.unverifiable
+        )?;
+    }
+    if report.checkpoint_heads_checked > 0 {
+        writeln!(
+            out,
+            "{} checkpointed chain head(s) compared",
+            report.checkpoint_heads_checked
         )?;
     }
     writeln!(

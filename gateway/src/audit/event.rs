@@ -24,10 +24,12 @@ pub enum EventType {
     SignalIgnored,
     #[serde(rename = "gateway.config.reloaded")]
     ConfigReloaded,
+    #[serde(rename = "gateway.config.rejected")]
+    ConfigRejected,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 8] = [
         Self::SignalReceived,
         Self::SignalDeduplicated,
         Self::CrdCreated,
@@ -35,6 +37,7 @@ impl EventType {
         Self::SignalRejected,
         Self::SignalIgnored,
         Self::ConfigReloaded,
+        Self::ConfigRejected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +49,7 @@ impl EventType {
             Self::SignalRejected => "gateway.signal.rejected",
             Self::SignalIgnored => "gateway.signal.ignored",
             Self::ConfigReloaded => "gateway.config.reloaded",
+            Self::ConfigRejected => "gateway.config.rejected",
         }
     }
 
@@ -63,6 +67,7 @@ impl EventType {
             Self::SignalRejected => "rejected",
             Self::SignalIgnored => "ignored",
             Self::ConfigReloaded => "reloaded",
+            Self::ConfigRejected => "rejected",
         }
     }
 }
@@ -92,7 +97,7 @@ pub struct AuditEvent {
     pub event_timestamp: Timestamp,
     pub event_type: EventType,
     pub event_outcome: EventOutcome,
-    /// The RR name, or `fp:<fingerprint>` for decisions with no RR.
+    /// The RR name; for decisions with no RR see `payload` (docs/audit.md, "Events").
     pub correlation_id: String,
     /// Lowercase hex fingerprint, when the decision is about one (indexed for lookups).
     pub fingerprint: Option<String>,
@@ -145,5 +150,41 @@ impl AuditEvent {
 
     pub fn event_category(&self) -> &'static str {
         CATEGORY
+    }
+
+    /// Approximate memory the event holds (its strings and the JSON tree of `event_data`, with per-node
+    /// overhead): what the writer's byte budget counts. Cheap: one walk, no allocation.
+    pub fn approx_bytes(&self) -> u64 {
+        let opt = |v: &Option<String>| v.as_ref().map_or(0, String::len);
+        let strings = self.correlation_id.len()
+            + opt(&self.fingerprint)
+            + opt(&self.actor_type)
+            + opt(&self.actor_id)
+            + opt(&self.resource_type)
+            + opt(&self.resource_id)
+            + opt(&self.namespace)
+            + opt(&self.cluster_id)
+            + opt(&self.trace_id)
+            + opt(&self.span_id)
+            + opt(&self.severity)
+            + opt(&self.error_code)
+            + opt(&self.error_message);
+        (std::mem::size_of::<Self>() + strings + json_bytes(&self.event_data)) as u64
+    }
+}
+
+fn json_bytes(v: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    const NODE: usize = 32;
+    match v {
+        Value::Null | Value::Bool(_) | Value::Number(_) => NODE,
+        Value::String(s) => NODE + s.len(),
+        Value::Array(items) => NODE + items.iter().map(json_bytes).sum::<usize>(),
+        Value::Object(m) => {
+            NODE + m
+                .iter()
+                .map(|(k, v)| NODE + k.len() + json_bytes(v))
+                .sum::<usize>()
+        }
     }
 }

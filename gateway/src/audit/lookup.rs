@@ -7,8 +7,9 @@
 //!   migrated rows through `correlation_id` directly.
 //! - Order: oldest first by `(event_timestamp, seq)`; `seq` breaks ties (and orders events of one
 //!   process exactly).
-//! - Pagination: `limit` events per page (default [`DEFAULT_LIMIT`], at most [`MAX_LIMIT`]) and an opaque
-//!   `cursor` naming the last event of the previous page (`next_cursor` of that page).
+//! - Pagination: `limit` events per page (default [`DEFAULT_LIMIT`], at most [`MAX_LIMIT`]), fewer when
+//!   the page's rows reach [`MAX_PAGE_BYTES`] (at least one event), and an opaque `cursor` naming the
+//!   last event of the previous page (`next_cursor` of that page).
 //! - Grouping: one RR name can span several RR objects over time (deleted and created again); events
 //!   are grouped by `event_data.rr_uid` into consecutive runs. An event without an `rr_uid` (a
 //!   `received` event precedes its decision) joins the group of the next event that has one; events
@@ -30,6 +31,12 @@ use crate::http::problem::Problem;
 
 pub const DEFAULT_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 1000;
+/// A page also ends once its rows hold this many bytes (at least one event per page), so a trail of
+/// large events (each `event_data` may carry a 256 KiB signal) cannot make one lookup hold hundreds of
+/// MB: memory per lookup is bounded by this plus one fetch chunk.
+pub const MAX_PAGE_BYTES: usize = 4 << 20;
+/// Rows fetched from the store at a time while filling a page.
+const FETCH_CHUNK: u32 = 16;
 
 /// One page of a correlation ID's trail.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -81,16 +88,7 @@ pub async fn correlation_trail(
             resolved_ids.push(new_id);
         }
     }
-    // One more than asked: tells whether a next page exists.
-    let mut rows = store
-        .rows_by_time(
-            &resolved_ids,
-            after.as_ref().map(|c| (c.timestamp.as_str(), c.seq)),
-            limit + 1,
-        )
-        .await?;
-    let more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
+    let (rows, more) = fetch_page(store, &resolved_ids, after, limit, MAX_PAGE_BYTES).await?;
     let next_cursor = match rows.last() {
         Some(last) if more => Some(Cursor::after(last).encode()),
         _ => None,
@@ -106,6 +104,58 @@ pub async fn correlation_trail(
         groups: group_by_rr(events),
         next_cursor,
     })
+}
+
+/// Up to `limit` rows after `after`, in chunks, stopping early once they hold `max_bytes` (at least one
+/// row); and whether more rows follow.
+async fn fetch_page(
+    store: &AuditStore,
+    ids: &[String],
+    after: Option<Cursor>,
+    limit: u32,
+    max_bytes: usize,
+) -> Result<(Vec<RawEventRow>, bool), StoreError> {
+    let mut rows: Vec<RawEventRow> = Vec::new();
+    let mut bytes = 0usize;
+    let mut position = after;
+    loop {
+        let want = (limit as usize - rows.len()).min(FETCH_CHUNK as usize) as u32;
+        // One more than asked: tells whether anything follows.
+        let chunk = store
+            .rows_by_time(
+                ids,
+                position.as_ref().map(|c| (c.timestamp.as_str(), c.seq)),
+                want + 1,
+            )
+            .await?;
+        let exhausted = chunk.len() <= want as usize;
+        for row in chunk.into_iter().take(want as usize) {
+            if !rows.is_empty() && bytes + row_bytes(&row) > max_bytes {
+                return Ok((rows, true));
+            }
+            bytes += row_bytes(&row);
+            rows.push(row);
+        }
+        if exhausted {
+            return Ok((rows, false));
+        }
+        if rows.len() >= limit as usize {
+            return Ok((rows, true));
+        }
+        position = rows.last().map(Cursor::after);
+    }
+}
+
+/// Bytes a row takes in a page (its text columns; the JSON answer is of the same order).
+fn row_bytes(r: &RawEventRow) -> usize {
+    let opt = |v: &Option<String>| v.as_ref().map_or(0, String::len);
+    256 + r.event_data.len()
+        + r.correlation_id.len()
+        + opt(&r.error_message)
+        + opt(&r.actor_id)
+        + opt(&r.resource_id)
+        + opt(&r.legacy_correlation_id)
+        + opt(&r.fingerprint)
 }
 
 /// Consecutive runs by `rr_uid` (see the module docs for events without one).

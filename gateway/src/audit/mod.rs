@@ -2,17 +2,23 @@
 //! correlation ID. See `docs/audit.md`.
 //!
 //! - [`event`]: the envelope the admission code emits.
+//! - [`payload`]: kubernaut's event set and shapes (`GatewayAuditPayload`), one builder per event.
+//! - [`datastorage`]: kubernaut DataStorage's wire form of an event.
 //! - [`writer`]: the off-critical-path writer (bounded queue, batches, spill, replay) and the
 //!   [`writer::AuditSink`] the request path uses.
 //! - [`store`]: one store over SQLite and PostgreSQL, versioned migrations, append-only rows.
 //! - [`chain`]: the per-correlation hash chain (canonical form, SHA-256 / HMAC-SHA256).
+//! - [`checkpoint`]: chain heads written outside the database, so deletions are detected.
 //! - [`lookup`]: the trail of one correlation ID, grouped by RR uid, paginated.
 //! - [`cli`]: `namegate audit show|verify|migrate-schema`.
 
 pub mod chain;
+pub mod checkpoint;
 pub mod cli;
+pub mod datastorage;
 pub mod event;
 pub mod lookup;
+pub mod payload;
 pub mod store;
 pub mod writer;
 

@@ -22,6 +22,7 @@ mod sqlite;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -29,6 +30,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::chain::{self, ChainHasher, HashAlgorithm, HmacKey};
+use super::checkpoint::{self, CheckpointError, Checkpointer, Expected};
 use super::event::{AuditEvent, CATEGORY};
 
 /// Name of the table in which applied schema migrations are recorded. Dedicated (not sqlx's default
@@ -51,6 +53,10 @@ pub struct StoreConfig {
     pub acquire_timeout: Duration,
     /// SQLite: how long a writer waits for another writer's lock before the store counts as unavailable.
     pub busy_timeout: Duration,
+    /// Where chain heads are checkpointed after appends (see [`checkpoint`]); `None`: not at all.
+    pub checkpoint_path: Option<PathBuf>,
+    /// Time between checkpoint lines.
+    pub checkpoint_interval: Duration,
 }
 
 impl StoreConfig {
@@ -62,7 +68,15 @@ impl StoreConfig {
             max_connections: 5,
             acquire_timeout: Duration::from_secs(3),
             busy_timeout: Duration::from_secs(5),
+            checkpoint_path: None,
+            checkpoint_interval: checkpoint::DEFAULT_INTERVAL,
         }
+    }
+
+    pub fn with_checkpoints(mut self, path: impl Into<PathBuf>, interval: Duration) -> Self {
+        self.checkpoint_path = Some(path.into());
+        self.checkpoint_interval = interval;
+        self
     }
 
     pub fn with_hmac_key_file(mut self, path: impl Into<PathBuf>) -> Self {
@@ -106,6 +120,8 @@ pub enum StoreError {
     EmptyHmacKey { path: PathBuf },
     #[error("creating the directory of {path}: {source}")]
     CreateDir { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
 }
 
 impl StoreError {
@@ -439,6 +455,41 @@ impl StoredEvent {
             .unwrap_or(&self.correlation_id)
     }
 
+    /// Back to the stored text form (event_data re-serialised canonically, which is how the store
+    /// writes it): for tools that recompute hashes.
+    pub fn to_raw(&self) -> RawEventRow {
+        RawEventRow {
+            seq: self.seq,
+            event_id: self.event_id.hyphenated().to_string(),
+            event_version: self.event_version.clone(),
+            event_timestamp: chain::format_timestamp(self.event_timestamp),
+            event_type: self.event_type.clone(),
+            event_category: self.event_category.clone(),
+            event_action: self.event_action.clone(),
+            event_outcome: self.event_outcome.clone(),
+            actor_type: self.actor_type.clone(),
+            actor_id: self.actor_id.clone(),
+            resource_type: self.resource_type.clone(),
+            resource_id: self.resource_id.clone(),
+            correlation_id: self.correlation_id.clone(),
+            legacy_correlation_id: self.legacy_correlation_id.clone(),
+            parent_event_id: self.parent_event_id.map(|u| u.hyphenated().to_string()),
+            trace_id: self.trace_id.clone(),
+            span_id: self.span_id.clone(),
+            namespace: self.namespace.clone(),
+            cluster_id: self.cluster_id.clone(),
+            fingerprint: self.fingerprint.clone(),
+            event_data: chain::canonical_json(&self.event_data),
+            severity: self.severity.clone(),
+            duration_ms: self.duration_ms,
+            error_code: self.error_code.clone(),
+            error_message: self.error_message.clone(),
+            event_hash: self.event_hash.clone(),
+            previous_event_hash: self.previous_event_hash.clone(),
+            hash_algorithm: self.hash_algorithm.clone(),
+        }
+    }
+
     /// `event_data.rr_uid`: which RR object the event is about.
     pub fn rr_uid(&self) -> Option<&str> {
         self.event_data.get("rr_uid").and_then(|v| v.as_str())
@@ -486,6 +537,17 @@ pub enum BreakKind {
     PreviousHashMismatch,
     /// `hash_algorithm` names no algorithm this version knows.
     UnknownAlgorithm,
+    /// Verified with a key, the row is hashed without one (`sha256`) although it is newer than
+    /// `--unkeyed-before` or follows a keyed row of its chain: rewritten as unkeyed (a downgrade).
+    Unkeyed,
+    /// A checkpointed head is stored with another `event_hash`: the chain was rewritten.
+    CheckpointMismatch,
+    /// The chain is there but its checkpointed head is not: its newest events were deleted.
+    Truncated,
+    /// A checkpointed chain has no rows at all: it was deleted.
+    ChainMissing,
+    /// A checkpoint line whose seal does not match: forged or damaged.
+    BadCheckpoint,
 }
 
 /// One break found by [`AuditStore::verify`].
@@ -516,6 +578,11 @@ impl fmt::Display for ChainBreak {
             BreakKind::HashMismatch => "event_hash",
             BreakKind::PreviousHashMismatch => "previous_event_hash",
             BreakKind::UnknownAlgorithm => "hash_algorithm",
+            BreakKind::Unkeyed => "hash_algorithm (unkeyed row under a key)",
+            BreakKind::CheckpointMismatch => "checkpointed head rewritten",
+            BreakKind::Truncated => "chain truncated after its checkpointed head",
+            BreakKind::ChainMissing => "checkpointed chain deleted",
+            BreakKind::BadCheckpoint => "checkpoint line",
         };
         write!(f, "): {what}: expected {} got {}", self.expected, self.got)
     }
@@ -528,7 +595,20 @@ pub struct VerifyReport {
     pub chains_checked: u64,
     pub breaks: Vec<ChainBreak>,
     /// `hmac-sha256` rows checked without the key: their linkage was checked, their content was not.
+    /// Checkpoint lines sealed with HMAC and read without the key count here too.
     pub unverifiable: u64,
+    /// Checkpointed chain heads compared with the store.
+    pub checkpoint_heads_checked: u64,
+}
+
+/// What [`AuditStore::verify_with`] checks beyond the chains themselves.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyOptions {
+    /// Checkpoint files written by the gateways ([`checkpoint`]); every head in them must be present.
+    pub checkpoints: Vec<PathBuf>,
+    /// With a key: unkeyed rows older than this are accepted (a store that ran without a key before);
+    /// `None` accepts none.
+    pub unkeyed_before: Option<jiff::Timestamp>,
 }
 
 impl VerifyReport {
@@ -559,6 +639,7 @@ pub struct AuditStore {
     backend: Backend,
     hasher: ChainHasher,
     url: String,
+    checkpoints: Option<Arc<Checkpointer>>,
 }
 
 impl AuditStore {
@@ -581,10 +662,19 @@ impl AuditStore {
             Engine::Sqlite => Backend::Sqlite(sqlite::connect(config).await?),
             Engine::Postgres => Backend::Postgres(postgres::connect(config)?),
         };
+        let hasher = ChainHasher::new(key);
+        let checkpoints = config.checkpoint_path.as_ref().map(|p| {
+            Arc::new(Checkpointer::new(
+                p.clone(),
+                hasher.clone(),
+                config.checkpoint_interval,
+            ))
+        });
         let store = Self {
             backend,
-            hasher: ChainHasher::new(key),
+            hasher,
             url: redact_url(&config.url),
+            checkpoints,
         };
         if config.migrate {
             store.migrate().await?;
@@ -678,10 +768,14 @@ impl AuditStore {
             }
         }
         let in_batch_duplicates = (events.len() - rows.len()) as u64;
+        // The engines leave exactly the inserted rows, chained, in `rows`.
         let mut report = match &self.backend {
-            Backend::Sqlite(pool) => sqlite::append(pool, &self.hasher, rows).await?,
-            Backend::Postgres(pool) => postgres::append(pool, &self.hasher, rows).await?,
+            Backend::Sqlite(pool) => sqlite::append(pool, &self.hasher, &mut rows).await?,
+            Backend::Postgres(pool) => postgres::append(pool, &self.hasher, &mut rows).await?,
         };
+        if let Some(cp) = &self.checkpoints {
+            cp.record(&rows);
+        }
         report.duplicates += in_batch_duplicates;
         Ok(report)
     }
@@ -747,8 +841,15 @@ impl AuditStore {
     /// Recomputes every chain (rows grouped by chain key, in `seq` order) and reports each break.
     /// Memory use is constant: the database sorts, this streams.
     pub async fn verify(&self) -> Result<VerifyReport, StoreError> {
+        self.verify_with(&VerifyOptions::default()).await
+    }
+
+    /// [`AuditStore::verify`], also requiring the heads of `options.checkpoints` and refusing unkeyed
+    /// rows under a key (see [`VerifyOptions`]).
+    pub async fn verify_with(&self, options: &VerifyOptions) -> Result<VerifyReport, StoreError> {
         self.require_schema().await?;
-        let mut verifier = Verifier::new(&self.hasher);
+        let expected = checkpoint::load(&options.checkpoints, &self.hasher)?;
+        let mut verifier = Verifier::new(&self.hasher, expected, options.unkeyed_before);
         match &self.backend {
             Backend::Sqlite(pool) => {
                 sqlite::for_each_in_chain_order(pool, |row| verifier.check(row)).await?
@@ -757,11 +858,21 @@ impl AuditStore {
                 postgres::for_each_in_chain_order(pool, |row| verifier.check(row)).await?
             }
         }
-        Ok(verifier.report)
+        Ok(verifier.finish())
+    }
+
+    /// Writes the pending chain heads to the checkpoint file now.
+    pub fn flush_checkpoint(&self) {
+        if let Some(cp) = &self.checkpoints
+            && let Err(e) = cp.flush()
+        {
+            tracing::error!(error = %e, path = %cp.path().display(), "cannot write audit checkpoint");
+        }
     }
 
     /// Closes the pools (waits for checked-out connections to come back).
     pub async fn close(&self) {
+        self.flush_checkpoint();
         match &self.backend {
             Backend::Sqlite(pool) => pool.close().await,
             Backend::Postgres(pool) => pool.close().await,
@@ -776,25 +887,106 @@ struct Verifier<'h> {
     chain: Option<String>,
     /// `event_hash` of the previous row of the current chain ("" before the first).
     tail: String,
+    /// Checkpointed heads of chains not reached yet.
+    expected: std::collections::HashMap<String, Vec<checkpoint::Head>>,
+    /// The current chain's checkpointed heads not seen yet.
+    awaiting: Vec<checkpoint::Head>,
+    /// The current chain's last row: (seq, event_id).
+    last: (i64, String),
+    /// The current chain has had a keyed row.
+    keyed_seen: bool,
+    /// With a key: unkeyed rows at or after this stored timestamp are breaks.
+    unkeyed_cutoff: Option<String>,
 }
 
 impl<'h> Verifier<'h> {
-    fn new(hasher: &'h ChainHasher) -> Self {
+    fn new(
+        hasher: &'h ChainHasher,
+        expected: Expected,
+        unkeyed_before: Option<jiff::Timestamp>,
+    ) -> Self {
+        let mut report = VerifyReport {
+            unverifiable: expected.unverifiable_lines,
+            ..VerifyReport::default()
+        };
+        for (at, why) in expected.bad_lines {
+            report.breaks.push(ChainBreak {
+                seq: 0,
+                event_id: String::new(),
+                correlation_id: at.clone(),
+                chain_key: at,
+                kind: BreakKind::BadCheckpoint,
+                expected: "a sealed checkpoint line".into(),
+                got: why,
+            });
+        }
+        let unkeyed_cutoff = hasher
+            .has_key()
+            .then(|| unkeyed_before.map_or_else(String::new, chain::format_timestamp));
         Self {
             hasher,
-            report: VerifyReport::default(),
+            report,
             chain: None,
             tail: String::new(),
+            expected: expected.heads,
+            awaiting: Vec::new(),
+            last: (0, String::new()),
+            keyed_seen: false,
+            unkeyed_cutoff,
         }
+    }
+
+    /// The current chain ended: any checkpointed head not seen means its tail was cut.
+    fn end_chain(&mut self) {
+        let Some(chain) = self.chain.clone() else {
+            return;
+        };
+        for head in std::mem::take(&mut self.awaiting) {
+            self.report.breaks.push(ChainBreak {
+                seq: self.last.0,
+                event_id: head.event_id.clone(),
+                correlation_id: chain.clone(),
+                chain_key: chain.clone(),
+                kind: BreakKind::Truncated,
+                expected: format!("event {} (checkpointed head)", head.event_id),
+                got: format!("chain ends at event {}", self.last.1),
+            });
+        }
+    }
+
+    fn finish(mut self) -> VerifyReport {
+        self.end_chain();
+        let mut missing: Vec<(String, Vec<checkpoint::Head>)> = self.expected.drain().collect();
+        missing.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (chain, heads) in missing {
+            for head in heads {
+                self.report.checkpoint_heads_checked += 1;
+                self.report.breaks.push(ChainBreak {
+                    seq: 0,
+                    event_id: head.event_id.clone(),
+                    correlation_id: chain.clone(),
+                    chain_key: chain.clone(),
+                    kind: BreakKind::ChainMissing,
+                    expected: format!("a chain up to event {}", head.event_id),
+                    got: "no events".into(),
+                });
+            }
+        }
+        self.report
     }
 
     fn check(&mut self, row: RawEventRow) {
         self.report.events_checked += 1;
         if self.chain.as_deref() != Some(row.chain_key()) {
+            self.end_chain();
             self.chain = Some(row.chain_key().to_owned());
             self.tail.clear();
+            self.keyed_seen = false;
+            self.awaiting = self.expected.remove(row.chain_key()).unwrap_or_default();
+            self.report.checkpoint_heads_checked += self.awaiting.len() as u64;
             self.report.chains_checked += 1;
         }
+        self.last = (row.seq, row.event_id.clone());
         let stored_prev = row.previous_event_hash.as_deref().unwrap_or("");
         let mut breaks = Vec::new();
         if stored_prev != self.tail {
@@ -823,6 +1015,35 @@ impl<'h> Verifier<'h> {
                     Some(_) => {}
                     None => self.report.unverifiable += 1,
                 }
+            }
+        }
+        match HashAlgorithm::parse(&row.hash_algorithm) {
+            Some(HashAlgorithm::HmacSha256) => self.keyed_seen = true,
+            Some(HashAlgorithm::Sha256) => {
+                if let Some(cutoff) = &self.unkeyed_cutoff
+                    && (self.keyed_seen || row.event_timestamp >= *cutoff)
+                {
+                    breaks.push((
+                        BreakKind::Unkeyed,
+                        HashAlgorithm::HmacSha256.as_str().to_owned(),
+                        row.hash_algorithm.clone(),
+                    ));
+                }
+            }
+            None => {}
+        }
+        if let Some(i) = self
+            .awaiting
+            .iter()
+            .position(|h| h.event_id == row.event_id)
+        {
+            let head = self.awaiting.swap_remove(i);
+            if head.event_hash != row.event_hash {
+                breaks.push((
+                    BreakKind::CheckpointMismatch,
+                    head.event_hash,
+                    row.event_hash.clone(),
+                ));
             }
         }
         for (kind, expected, got) in breaks {

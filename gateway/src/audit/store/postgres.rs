@@ -93,7 +93,7 @@ fn chain_lock_key(correlation_id: &str) -> i64 {
 pub(super) async fn append(
     pool: &PgPool,
     hasher: &ChainHasher,
-    mut rows: Vec<RawEventRow>,
+    rows: &mut Vec<RawEventRow>,
 ) -> Result<AppendReport, StoreError> {
     let mut tx = pool.begin().await?;
 
@@ -150,7 +150,7 @@ pub(super) async fn append(
         .into_iter()
         .filter_map(|(k, h)| h.map(|h| (k, h)))
         .collect();
-    super::chain_rows(hasher, &mut tails, &mut rows);
+    super::chain_rows(hasher, &mut tails, rows);
 
     // One statement for the whole batch: column arrays, unnested in order (ORDER BY the ordinality so
     // `seq` follows batch order).

@@ -87,7 +87,7 @@ pub(super) async fn applied_versions(pool: &SqlitePool) -> Result<Vec<i64>, Stor
 pub(super) async fn append(
     pool: &SqlitePool,
     hasher: &ChainHasher,
-    mut rows: Vec<RawEventRow>,
+    rows: &mut Vec<RawEventRow>,
 ) -> Result<AppendReport, StoreError> {
     // BEGIN IMMEDIATE takes the write lock up front: reading the chain tails and inserting happen with
     // no other writer in between, in this process or any other sharing the file.
@@ -130,9 +130,9 @@ pub(super) async fn append(
         .into_iter()
         .filter_map(|(k, h)| h.map(|h| (k, h)))
         .collect();
-    super::chain_rows(hasher, &mut tails, &mut rows);
+    super::chain_rows(hasher, &mut tails, rows);
 
-    for r in &rows {
+    for r in rows.iter() {
         sqlx::query(
             "INSERT INTO audit_events (event_id, event_version, event_timestamp, event_type, \
              event_category, event_action, event_outcome, actor_type, actor_id, resource_type, \

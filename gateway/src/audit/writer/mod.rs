@@ -48,6 +48,9 @@ use spill::Spill;
 pub struct WriterConfig {
     /// Bounded queue between the request path and the writer (events).
     pub queue_capacity: usize,
+    /// The queue is also bounded in bytes ([`AuditEvent::approx_bytes`]): once the queued events hold
+    /// this much, reservations fail (→ 503) until the writer catches up, whatever their count.
+    pub queue_budget_bytes: u64,
     /// Flush when this many events are waiting…
     pub batch_size: usize,
     /// …or when the oldest waiting event has waited this long.
@@ -56,6 +59,9 @@ pub struct WriterConfig {
     pub spill_path: PathBuf,
     /// Once the spill holds this many bytes, the writer stops draining the queue (→ 503 upstream).
     pub spill_budget_bytes: u64,
+    /// The rejected-event file never grows past this: an event refused by the store that does not fit
+    /// is logged whole at error and counted as dropped instead.
+    pub rejected_budget_bytes: u64,
     /// First retry delay; doubles (with jitter) up to `retry_max`.
     pub retry_initial: Duration,
     /// Longest delay between store attempts (also the longest `Retry-After` hint).
@@ -72,10 +78,12 @@ impl Default for WriterConfig {
     fn default() -> Self {
         Self {
             queue_capacity: 10_000,
+            queue_budget_bytes: 32 * 1024 * 1024,
             batch_size: 256,
             batch_interval: Duration::from_millis(50),
             spill_path: PathBuf::from(SPILL_FILE_NAME),
             spill_budget_bytes: 64 * 1024 * 1024,
+            rejected_budget_bytes: 16 * 1024 * 1024,
             retry_initial: Duration::from_millis(50),
             retry_max: Duration::from_secs(5),
             spill_after: Duration::from_secs(3),
@@ -143,6 +151,8 @@ impl AuditError {
 pub struct AuditMetrics {
     /// `namegate_audit_queue_depth`: events queued or reserved, not yet taken by the writer.
     pub queue_depth: Gauge,
+    /// `namegate_audit_queue_bytes`: approximate bytes of the queued events.
+    pub queue_bytes: Gauge,
     /// `namegate_audit_batch_duration_seconds`: one successful store append.
     pub batch_duration: Histogram,
     /// `namegate_audit_spill_bytes`: size of the spill file.
@@ -164,6 +174,7 @@ impl Default for AuditMetrics {
     fn default() -> Self {
         Self {
             queue_depth: Gauge::default(),
+            queue_bytes: Gauge::default(),
             // 0.5 ms … ~16 s.
             batch_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             spill_bytes: Gauge::default(),
@@ -183,6 +194,11 @@ impl AuditMetrics {
             "namegate_audit_queue_depth",
             "Audit events queued or reserved and not yet taken by the writer",
             m.queue_depth.clone(),
+        );
+        registry.register(
+            "namegate_audit_queue_bytes",
+            "Approximate bytes held by the queued audit events (bounded by the queue byte budget)",
+            m.queue_bytes.clone(),
         );
         registry.register(
             "namegate_audit_batch_duration_seconds",
@@ -253,6 +269,32 @@ struct Shared {
     metrics: AuditMetrics,
     /// Seconds a refused caller should wait: the writer's current store backoff.
     retry_after_secs: AtomicU64,
+    /// Approximate bytes of the events in the queue.
+    queued_bytes: AtomicU64,
+    queue_budget_bytes: u64,
+}
+
+impl Shared {
+    fn add_queued(&self, bytes: u64) {
+        let now = self.queued_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.metrics.queue_bytes.set(len_i64(now));
+    }
+
+    fn sub_queued(&self, bytes: u64) {
+        let prev = self
+            .queued_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(bytes))
+            })
+            .unwrap_or(0);
+        self.metrics
+            .queue_bytes
+            .set(len_i64(prev.saturating_sub(bytes)));
+    }
+
+    fn over_budget(&self) -> bool {
+        self.queued_bytes.load(Ordering::Relaxed) >= self.queue_budget_bytes
+    }
 }
 
 /// The request path's handle on the audit queue. Cheap to clone.
@@ -266,6 +308,9 @@ impl AuditSink {
     /// Reserves `n` queue slots without waiting. Fails with [`AuditError::Backpressure`] when the queue
     /// cannot take `n` more events (nothing is reserved then), [`AuditError::Closed`] after shutdown.
     pub fn try_reserve(&self, n: usize) -> Result<Permits<'_>, AuditError> {
+        if self.shared.over_budget() {
+            return Err(self.backpressure());
+        }
         let result = self.tx.try_reserve_many(n);
         self.update_depth();
         match result {
@@ -281,8 +326,17 @@ impl AuditSink {
 
     /// Queues one event without waiting (a reservation of one, filled at once).
     pub fn try_send(&self, event: AuditEvent) -> Result<(), AuditError> {
+        if self.shared.over_budget() {
+            return Err(self.backpressure());
+        }
+        // Counted before the writer can see (and subtract) it; taken back if it was not queued.
+        let bytes = event.approx_bytes();
+        self.shared.add_queued(bytes);
         let result = self.tx.try_send(event);
         self.update_depth();
+        if result.is_err() {
+            self.shared.sub_queued(bytes);
+        }
         match result {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(self.backpressure()),
@@ -326,6 +380,8 @@ pub struct Permits<'a> {
 impl Permits<'_> {
     /// Queues `event` on one reserved slot; the others stay reserved.
     pub fn send_one(&mut self, event: AuditEvent) {
+        // Counted before it is visible to the writer, which subtracts it when it takes the event.
+        self.sink.shared.add_queued(event.approx_bytes());
         match self.permits.next() {
             Some(permit) => {
                 self.remaining -= 1;
@@ -451,6 +507,8 @@ impl AuditWriter {
         let shared = Arc::new(Shared {
             metrics,
             retry_after_secs: AtomicU64::new(1),
+            queued_bytes: AtomicU64::new(0),
+            queue_budget_bytes: config.queue_budget_bytes.max(1),
         });
         let stop = CancellationToken::new();
         let writer = Writer {
@@ -593,9 +651,16 @@ impl Writer {
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
+        self.taken(&batch);
         self.set_queue_depth();
         self.pending = batch;
         true
+    }
+
+    /// Events left the queue: their bytes no longer count against its budget.
+    fn taken(&self, batch: &[AuditEvent]) {
+        self.shared
+            .sub_queued(batch.iter().map(AuditEvent::approx_bytes).sum());
     }
 
     fn set_queue_depth(&self) {
@@ -766,7 +831,7 @@ impl Writer {
         tracing::error!(event_id = %event.event_id, correlation_id = %event.correlation_id, reason,
             path = %self.rejected_path.display(), "audit store refused an event permanently; keeping it in the rejected file");
         let line = serde_json::json!({ "reason": reason, "event": event });
-        match append_line(&self.rejected_path, &line).await {
+        match append_bounded(&self.rejected_path, &line, self.cfg.rejected_budget_bytes).await {
             Ok(()) => {
                 self.metrics().rejected.inc();
             }
@@ -831,7 +896,7 @@ impl Writer {
     async fn reject_line(&mut self, bad: &spill::BadLine) {
         tracing::error!(offset = bad.offset, error = %bad.error, "unparseable line in the audit spill file; moving it to the rejected file");
         let line = serde_json::json!({ "reason": format!("unparseable spill line: {}", bad.error), "line": bad.text });
-        match append_line(&self.rejected_path, &line).await {
+        match append_bounded(&self.rejected_path, &line, self.cfg.rejected_budget_bytes).await {
             Ok(()) => {
                 self.metrics().rejected.inc();
             }
@@ -863,6 +928,7 @@ impl Writer {
                 {
                     break;
                 }
+                self.taken(&batch);
                 self.pending = batch;
             }
             if !self.deliver_pending().await {
@@ -886,9 +952,20 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-async fn append_line(path: &Path, value: &serde_json::Value) -> io::Result<()> {
+/// Appends one JSON line unless the file would grow past `budget` bytes (then an error saying so).
+async fn append_bounded(path: &Path, value: &serde_json::Value, budget: u64) -> io::Result<()> {
     let mut line = serde_json::to_vec(value).map_err(io::Error::other)?;
     line.push(b'\n');
+    let size = match tokio::fs::metadata(path).await {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e),
+    };
+    if size + line.len() as u64 > budget {
+        return Err(io::Error::other(format!(
+            "the rejected-event file is full ({size} of {budget} bytes)"
+        )));
+    }
     let mut file = tokio::fs::OpenOptions::new()
         .create(true)
         .append(true)
