@@ -351,7 +351,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         let run_secs = (args.warmup + args.duration).as_secs_f64();
         report.row(
             "2",
-            "the gateway's audit writer during that run (2 events per duplicate)",
+            "the gateway's audit writer during that run (1 event per duplicate)",
             format!(
                 "{} events/s written; {} batches, mean {:.0} events in {:.1} ms = {:.0} µs per event",
                 num(audit.events / run_secs),

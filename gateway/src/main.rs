@@ -51,7 +51,7 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// The trail of one correlation ID (an RR name, `fp:<fingerprint>`, or a legacy ID), oldest first.
+    /// The trail of one correlation ID (an RR name, `<signal>:<ns>:<Kind>:<name>`, or a legacy ID), oldest first.
     Show {
         correlation_id: String,
         #[arg(long, env = "NAMEGATE_AUDIT_URL")]

@@ -25,11 +25,13 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::admission::{Admission, AdmissionError, Decision};
-use crate::audit::{AuditEvent, AuditSink, EventOutcome, EventType, Permits};
+use crate::audit::payload::{self, Actor, Failure, Resolved, RrRef};
+use crate::audit::{AuditEvent, AuditSink, Permits};
 use crate::signal::{Decoded, InvalidSignal, Signal, Source};
 use crate::telemetry::metrics::{AdapterLabels, AdmissionOutcome, Metrics, OutcomeLabels};
 
-/// Audit events one item may queue: `signal.received` plus its decision.
+/// Audit events one item may queue: a new RR's `signal.received` + `crd.created` (a duplicate, a
+/// failure, a rejection or a resolved alert queue one; the unused slot is released).
 const EVENTS_PER_ITEM: usize = 2;
 /// `Retry-After` when the audit queue cannot take an item's events.
 const AUDIT_BACKLOG_RETRY: Duration = Duration::from_secs(5);
@@ -39,6 +41,8 @@ const AUDIT_BACKLOG_RETRY: Duration = Duration::from_secs(5);
 pub struct Origin {
     pub request_id: String,
     pub actor_type: String,
+    /// The authenticated caller's username, when there is one: audit events name it as
+    /// `authenticated-service/<username>`, else `external/<adapter>` (docs/audit.md, "Events").
     pub actor_id: Option<String>,
     /// Every API call made for the request ends by then.
     pub deadline: Instant,
@@ -249,25 +253,20 @@ impl Pipeline {
                 fingerprint,
                 target,
             } => {
-                let correlation = match &fingerprint {
-                    Some(fp) => crd_schema::CorrelationId::for_fingerprint(fp),
-                    None => format!("request:{}", origin.request_id),
-                };
-                let mut ev = event(
-                    EventType::SignalIgnored,
-                    EventOutcome::Success,
-                    &correlation,
-                    origin,
+                let ev = payload::signal_ignored(
+                    &origin.request_id,
+                    &sender(origin, source),
+                    source,
+                    &Resolved {
+                        signal_name: &name,
+                        fingerprint: fingerprint.map(|f| f.to_hex()),
+                        namespace: target.as_ref().map(|t| t.namespace.as_str()),
+                        kind: target.as_ref().map(|t| t.kind.as_str()),
+                        name: target.as_ref().map(|t| t.name.as_str()),
+                        cluster: target.as_ref().and_then(|t| t.cluster.as_deref()),
+                    },
                 );
-                ev.fingerprint = fingerprint.map(|f| f.to_hex());
-                ev.namespace = target
-                    .as_ref()
-                    .map(|t| t.namespace.clone())
-                    .filter(|n| !n.is_empty());
-                ev.event_data = json!({
-                    "signal_name": name, "reason": "resolved", "fingerprint": ev.fingerprint,
-                    "resource_kind": target.as_ref().map(|t| &t.kind), "resource_name": target.as_ref().map(|t| &t.name),
-                });
+                let correlation = ev.correlation_id.clone();
                 Decided {
                     outcome: AdmissionOutcome::ignored,
                     body: ItemBody {
@@ -283,7 +282,7 @@ impl Pipeline {
                     permits: None,
                 }
             }
-            Decoded::Invalid(invalid) => self.reject(invalid, origin),
+            Decoded::Invalid(invalid) => self.reject(invalid, source, origin),
         };
         decided.permits = Some(permits);
         self.metrics
@@ -295,18 +294,9 @@ impl Pipeline {
         decided
     }
 
-    fn reject(&self, invalid: InvalidSignal, origin: &Origin) -> Decided<'_> {
-        let correlation = format!("request:{}", origin.request_id);
-        let mut ev = event(
-            EventType::SignalRejected,
-            EventOutcome::Failure,
-            &correlation,
-            origin,
-        );
-        ev.error_code = Some("invalid_signal".into());
-        ev.error_message = Some(invalid.to_string());
-        ev.event_data =
-            json!({ "reason": "invalid", "field": invalid.field, "detail": invalid.detail });
+    fn reject(&self, invalid: InvalidSignal, source: Source, origin: &Origin) -> Decided<'_> {
+        let ev =
+            payload::signal_rejected(&origin.request_id, &sender(origin, source), &invalid, None);
         let body = ItemBody {
             status: "rejected",
             reason: Some(invalid.to_string()),
@@ -329,33 +319,31 @@ impl Pipeline {
             Err(e) => return self.failed(signal, e, origin),
         };
         let a = decision.admitted();
-        let (event_type, outcome, status) = match &decision {
-            Decision::Created(_) => (EventType::CrdCreated, AdmissionOutcome::created, "created"),
+        // Every event names the RR object (`rr_uid`), so the trail groups by it.
+        let rr = RrRef {
+            namespace: self.admission.namespace(),
+            name: &a.name,
+            uid: a.uid.map(|u| u.to_string()),
+            attempt: a.attempt,
+        };
+        let count = self.admission.expected_count(&decision);
+        let sender = sender(origin, signal.source);
+        let (outcome, status, events) = match &decision {
+            Decision::Created(_) => (
+                AdmissionOutcome::created,
+                "created",
+                vec![
+                    payload::signal_received(signal, &sender, &rr),
+                    payload::crd_created(signal, &rr, count),
+                ],
+            ),
+            // One event per duplicate, carrying what rebuilds the RR.
             Decision::Duplicate(_) => (
-                EventType::SignalDeduplicated,
                 AdmissionOutcome::duplicate,
                 "duplicate",
+                vec![payload::signal_deduplicated(signal, &sender, &rr, count)],
             ),
         };
-        // Both events carry the RR's identity so the trail groups them by RR object.
-        let rr_fields = |ev: &mut AuditEvent| {
-            ev.resource_type = Some("RemediationRequest".into());
-            ev.resource_id = Some(a.name.clone());
-            ev.event_data["attempt"] = json!(a.attempt);
-            ev.event_data["rr_uid"] = json!(a.uid.map(|u| u.to_string()));
-            ev.event_data["rr_namespace"] = json!(self.admission.namespace());
-        };
-        let mut received = signal_event(
-            EventType::SignalReceived,
-            EventOutcome::Success,
-            &a.name,
-            signal,
-            origin,
-        );
-        rr_fields(&mut received);
-        received.event_data["original_payload"] = json!(signal.original_payload);
-        let mut ev = signal_event(event_type, EventOutcome::Success, &a.name, signal, origin);
-        rr_fields(&mut ev);
         tracing::debug!(
             request_id = %origin.request_id, fingerprint = %fp_hex, rr = %a.name, outcome = status,
             "admission decision"
@@ -372,23 +360,22 @@ impl Pipeline {
                 ..ItemBody::default()
             },
             refusal: None,
-            events: vec![received, ev],
+            events,
             decision: Some(decision),
             permits: None,
         }
     }
 
     fn failed(&self, signal: &Signal, e: AdmissionError, origin: &Origin) -> Decided<'_> {
-        let correlation = crd_schema::CorrelationId::for_fingerprint(&signal.fingerprint);
-        let mut ev = signal_event(
-            EventType::CrdFailed,
-            EventOutcome::Failure,
-            &correlation,
+        let ev = payload::crd_failed(
             signal,
-            origin,
+            &Failure {
+                code: e.code(),
+                message: e.to_string(),
+                retry_possible: e.is_retryable(),
+            },
         );
-        ev.error_code = Some(e.code().into());
-        ev.error_message = Some(e.to_string());
+        let correlation = ev.correlation_id.clone();
         if e.is_hash_collision() {
             self.metrics.hash_collisions.inc();
             tracing::error!(request_id = %origin.request_id, error = %e, "fingerprint hash collision");
@@ -426,37 +413,9 @@ impl<'a> Decided<'a> {
     }
 }
 
-fn event(t: EventType, o: EventOutcome, correlation: &str, origin: &Origin) -> AuditEvent {
-    let mut ev = AuditEvent::new(t, o, correlation);
-    ev.actor_type = Some(origin.actor_type.clone());
-    ev.actor_id = origin.actor_id.clone();
-    let (trace_id, span_id) = crate::telemetry::trace_ids();
-    ev.trace_id = trace_id;
-    ev.span_id = span_id;
-    ev
-}
-
-fn signal_event(
-    t: EventType,
-    o: EventOutcome,
-    correlation: &str,
-    s: &Signal,
-    origin: &Origin,
-) -> AuditEvent {
-    let mut ev = event(t, o, correlation, origin);
-    ev.fingerprint = Some(s.fingerprint.to_hex());
-    ev.namespace = Some(s.target.namespace.clone()).filter(|n| !n.is_empty());
-    ev.cluster_id = s.target.cluster.clone();
-    ev.severity = Some(s.severity.clone());
-    ev.event_data = json!({
-        "signal_name": s.name,
-        "signal_source": s.source.as_str(),
-        "fingerprint": s.fingerprint.to_hex(),
-        "severity": s.severity,
-        "resource_kind": s.target.kind,
-        "resource_name": s.target.name,
-    });
-    ev
+/// Who sent the signal, as audit events name it.
+fn sender(origin: &Origin, source: Source) -> Actor {
+    Actor::sender(origin.actor_id.as_deref(), source)
 }
 
 #[cfg(test)]

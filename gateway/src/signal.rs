@@ -49,7 +49,7 @@ pub struct Signal {
 pub enum Decoded {
     /// A firing signal for admission.
     Signal(Box<Signal>),
-    /// A resolved alert: nothing is created; the decision is audited under `fp:<fingerprint>` when the
+    /// A resolved alert: nothing is created; the decision is audited under `<name>:<ns>:<Kind>:<name>` when the
     /// target could be determined.
     Resolved {
         name: String,

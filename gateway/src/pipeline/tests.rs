@@ -251,7 +251,12 @@ impl Fixture {
         for corr in [
             name::name(&signal().fingerprint, Attempt::FIRST),
             name::name(&signal().fingerprint, Attempt::new(2).unwrap()),
-            crd_schema::CorrelationId::for_fingerprint(&signal().fingerprint),
+            crate::audit::payload::readable_correlation_id(
+                &signal().name,
+                &signal().target.namespace,
+                &signal().target.kind,
+                &signal().target.name,
+            ),
         ] {
             let trail = self
                 .store
@@ -334,7 +339,8 @@ async fn after_409_a_suppressing_rr_makes_a_duplicate() {
     assert_eq!(meta.count, 5, "the RR's 4 plus this one");
     assert_eq!(
         f.stored_events().await,
-        ["gateway.signal.received", "gateway.signal.deduplicated"]
+        ["gateway.signal.deduplicated"],
+        "one event per duplicate"
     );
 }
 
