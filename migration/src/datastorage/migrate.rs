@@ -317,12 +317,12 @@ async fn run_batch(
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    for id in &ids {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(db::lock_id(id))
-            .execute(&mut *tx)
-            .await?;
-    }
+    let keys: Vec<i64> = ids.iter().map(|id| db::lock_id(id)).collect();
+    // One round trip; unnest yields the keys in array order, so the locks are taken in that order.
+    sqlx::query("SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS t(k)")
+        .bind(&keys)
+        .execute(&mut *tx)
+        .await?;
     if !opts.dry_run {
         match opts.bypass {
             Bypass::DisableTrigger if trigger => {
