@@ -329,6 +329,33 @@ async fn dry_run_run_second_run_and_opt_in_rechain() {
     let att = &rows.last().unwrap().event_data["legacy"][0];
     assert_eq!(att["chain_class"], "same-second-ties");
     assert!(!att["links"].as_array().unwrap().is_empty());
+
+    // DataStorage's writer appends after the migration: it links to the newest row by
+    // (event_timestamp, event_id) — the attestation — and the chain still verifies.
+    let name = mapping[&tied.rr_name].clone();
+    let head = rows
+        .iter()
+        .max_by(|a, b| (a.event_timestamp, &a.event_id).cmp(&(b.event_timestamp, &b.event_id)))
+        .unwrap();
+    let mut next = rows[0].clone();
+    next.event_id = uuid::Uuid::new_v4().to_string();
+    next.event_timestamp = jiff::Timestamp::now().round(jiff::Unit::Second).unwrap();
+    next.event_date = next
+        .event_timestamp
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    next.event_type = "orchestrator.lifecycle.completed".into();
+    next.event_data = serde_json::json!({"event_type": "orchestrator.lifecycle.completed"});
+    next.hash_algorithm = "hmac-sha256".into();
+    let prev = head.event_hash.clone().unwrap();
+    next.event_hash = Some(next.compute_hash(&prev, Some(&key())).unwrap());
+    next.previous_event_hash = Some(prev);
+    db::insert(&mut c, std::slice::from_ref(&next))
+        .await
+        .unwrap();
+    let after = db::load(&mut c, std::slice::from_ref(&name)).await.unwrap();
+    assert_eq!(after.len(), rows.len() + 1);
+    assert!(verify::verify(&after, Some(&key())).unwrap().is_valid());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
