@@ -59,9 +59,9 @@ func writeFile(path string, data []byte, mode os.FileMode) error {
 	return os.Rename(tmp, path)
 }
 
-// generatePKI creates a fresh CA, a serving certificate for 127.0.0.1/localhost, an admin client
+// generatePKI creates a fresh CA, a serving certificate for 127.0.0.1/localhost (and extraIP), an admin client
 // certificate in system:masters and a service-account signing key, all under dir.
-func generatePKI(dir string) (*pki, error) {
+func generatePKI(dir string, extraIP net.IP) (*pki, error) {
 	now := time.Now().Add(-5 * time.Minute) // tolerate small clock skew
 	notAfter := now.Add(10 * 365 * 24 * time.Hour)
 
@@ -117,10 +117,14 @@ func generatePKI(dir string) (*pki, error) {
 		return certPEM(der), kp, nil
 	}
 
+	ips := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1"), net.ParseIP("10.0.0.1")}
+	if extraIP != nil && !extraIP.IsLoopback() {
+		ips = append(ips, extraIP)
+	}
 	servingCert, servingKey, err := leaf(&x509.Certificate{
 		Subject:     pkix.Name{CommonName: "kube-apiserver"},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1"), net.ParseIP("10.0.0.1")},
+		IPAddresses: ips,
 		DNSNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
 			"kubernetes.default.svc.cluster.local"},
 	})

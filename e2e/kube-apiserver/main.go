@@ -15,6 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -50,12 +51,21 @@ func run() int {
 	runtimeConfig := flag.String("runtime-config", "api/all=true", "kube-apiserver --runtime-config (empty: server default)")
 	keepData := flag.Bool("keep-data", false, "keep the etcd data and the PKI in --dir and reuse the recorded ports, "+
 		"so a restart with the same --dir resumes the same cluster with the same kubeconfig")
+	address := flag.String("address", "127.0.0.1", "IP the apiserver binds to and advertises (added to the serving cert); "+
+		"a non-loopback address also turns on the lease endpoint reconciler, so the `kubernetes` Service "+
+		"routes to it (the one-node cluster of scripts/cluster-up uses its bridge address)")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: %s [flags] [-- extra kube-apiserver flags]\n", os.Args[0])
 		flag.PrintDefaults()
 	}
 	flag.Parse()
 	extraArgs := flag.Args()
+
+	bindIP := net.ParseIP(*address)
+	if bindIP == nil || bindIP.To4() == nil {
+		logf("bad --address %q: need an IPv4 address", *address)
+		return 2
+	}
 
 	stateDir, err := filepath.Abs(*dir)
 	if err != nil {
@@ -119,7 +129,7 @@ func run() int {
 		}
 	}
 	if p == nil {
-		if p, err = generatePKI(stateDir); err != nil {
+		if p, err = generatePKI(stateDir, bindIP); err != nil {
 			logf("PKI: %v", err)
 			cleanup(true)
 			return 1
@@ -143,7 +153,7 @@ func run() int {
 		cleanup(true)
 		return 1
 	}
-	server := fmt.Sprintf("https://127.0.0.1:%d", port)
+	server := fmt.Sprintf("https://%s:%d", bindIP, port)
 	if *keepData {
 		if err := writePorts(stateDir, ports{apiserver: port, etcdClient: etcd.clientPort, etcdPeer: etcd.peerPort}); err != nil {
 			logf("write ports: %v", err)
@@ -155,8 +165,8 @@ func run() int {
 
 	args := []string{
 		"--etcd-servers=" + etcdURL,
-		"--bind-address=127.0.0.1",
-		"--advertise-address=127.0.0.1",
+		"--bind-address=" + bindIP.String(),
+		"--advertise-address=" + bindIP.String(),
 		"--secure-port=" + strconv.Itoa(port),
 		"--cert-dir=" + filepath.Join(stateDir, "certs"),
 		"--tls-cert-file=" + p.servingCertFile,
@@ -167,7 +177,7 @@ func run() int {
 		"--service-account-key-file=" + p.saPubFile,
 		"--service-cluster-ip-range=10.0.0.0/24",
 		"--authorization-mode=RBAC",
-		"--endpoint-reconciler-type=none",
+		"--endpoint-reconciler-type=" + endpointReconciler(bindIP),
 		"--profiling=false",
 		"--v=" + strconv.Itoa(*verbosity),
 	}
@@ -258,6 +268,15 @@ loop:
 	cleanup(true)
 	logf("stopped")
 	return exitCode
+}
+
+// endpointReconciler: 127.0.0.1 is not a valid Endpoints IP, so on loopback the `kubernetes` Service has
+// no endpoints (reconciler none); on a real address the upstream default (lease) maintains them.
+func endpointReconciler(ip net.IP) string {
+	if ip.IsLoopback() {
+		return "none"
+	}
+	return "lease"
 }
 
 func waitAPI(apiDone <-chan error, d time.Duration) {
