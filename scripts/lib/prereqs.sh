@@ -45,3 +45,11 @@ install_demo_prereqs() {
   need_go
   apt_install ca-certificates curl jq
 }
+
+# scripts/cluster-up (the one-node cluster, docs/kube-harness.md): containerd 1.6 and runc, the CNI
+# plugins (bridge, host-local, loopback, portmap in /usr/lib/cni), iptables and conntrack for kube-proxy,
+# iproute2 for the bridge, curl for the readiness checks.
+install_cluster_prereqs() {
+  need_go
+  apt_install ca-certificates curl containerd runc containernetworking-plugins iptables conntrack iproute2
+}
