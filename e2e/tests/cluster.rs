@@ -1,0 +1,798 @@
+//! The chart for real, on the one-node cluster of `scripts/cluster-up` (docs/kube-harness.md, "The
+//! one-node cluster"): `helm install` runs the gateway as three pods from the locally built image behind
+//! its Service, and signals travel through the Service's ClusterIP (kube-proxy's iptables rules) — from
+//! a real Alertmanager, and from a storm of direct requests while `helm upgrade` rolls the pods or a pod
+//! is deleted. Nothing acknowledged may be lost (Σ occurrenceCount = 201/202 answers) and every workload
+//! gets exactly one RR.
+//!
+//! Run by `scripts/cluster-test` (built only with the `cluster` feature): it starts the cluster, builds
+//! and imports the image and helm, and exports `KUBECONFIG` (the cluster's) and `HELM`.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crd_schema::{Attempt, Fingerprint, RemediationRequest, name};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::{Api, Client};
+use namegate_e2e::{client, fresh_namespace};
+use serde_json::{Value, json};
+
+const RELEASE: &str = "namegate";
+const REPLICAS: usize = 3;
+/// The smallest override of the chart's defaults: the default audit store is PostgreSQL from an
+/// existing Secret; the pods here use the embedded SQLite store in their emptyDir instead.
+const AUDIT_OVERRIDE: &str = "audit.url=sqlite:///var/lib/namegate/audit.db";
+/// `auth: kubernetes` is the chart's default, but the gateway on main refuses to start with it until
+/// the TokenReview/SubjectAccessReview authentication lands; until then the smallest override. The
+/// sender (a ServiceAccount in `senders`, with a bound token on every request) is already set up as it
+/// will be needed then.
+const AUTH_OVERRIDE: &str = "auth=none";
+/// What the workloads of the test run: the locally built pause image (never pulled).
+const WORKLOAD_IMAGE: &str = "namegate.local/pause:3.10";
+
+// ------------------------------------------------------------------------------------------ tools
+
+fn helm() -> PathBuf {
+    let path = std::env::var_os("HELM").map(PathBuf::from).expect(
+        "HELM is not set: run scripts/cluster-test (it builds helm with scripts/lib/helm.sh)",
+    );
+    assert!(path.is_file(), "HELM={} is not a file", path.display());
+    path
+}
+
+fn run_helm(args: &[&str]) -> String {
+    let out = Command::new(helm())
+        .args(args)
+        .output()
+        .expect("running helm");
+    assert!(
+        out.status.success(),
+        "helm {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn chart_dir() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../charts/namegate")
+        .display()
+        .to_string()
+}
+
+fn tool(name: &str) -> PathBuf {
+    ["/usr/bin", "/usr/local/bin", "/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} not found: install the Debian package prometheus-alertmanager")
+        })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, or panics with `what` after `secs`.
+async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not within {secs} s; last state: {last}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------- release
+
+/// One `helm install` of the chart in a fresh namespace, with a workload namespace beside it.
+struct Release {
+    client: Client,
+    ns: String,
+    workloads_ns: String,
+    token: String,
+    cluster_ip: String,
+    dir: tempfile::TempDir,
+}
+
+impl Release {
+    async fn install(workloads: &[&str]) -> Release {
+        let client = client().await;
+        let ns = fresh_namespace(&client, "ngc").await;
+        let workloads_ns = managed_namespace(&client).await;
+        for w in workloads {
+            create_workload(&client, &workloads_ns, w).await;
+        }
+
+        // The sender: a ServiceAccount the chart authorises (`senders`), with a bound token.
+        let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+        let sa = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some("alertmanager".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        sas.create(&PostParams::default(), &sa).await.unwrap();
+
+        let sender = format!(
+            "senders[0].kind=ServiceAccount,senders[0].name=alertmanager,senders[0].namespace={ns}"
+        );
+        run_helm(&[
+            "install",
+            RELEASE,
+            &chart_dir(),
+            "--namespace",
+            &ns,
+            "--set",
+            AUDIT_OVERRIDE,
+            "--set",
+            AUTH_OVERRIDE,
+            "--set",
+            &sender,
+            "--wait",
+            "--timeout",
+            "5m",
+        ]);
+
+        let token = sas
+            .create_token_request(
+                "alertmanager",
+                &PostParams::default(),
+                &TokenRequest {
+                    spec: TokenRequestSpec {
+                        audiences: vec![],
+                        expiration_seconds: Some(3600),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .token;
+        let svc: Service = Api::namespaced(client.clone(), &ns)
+            .get(RELEASE)
+            .await
+            .unwrap();
+        let cluster_ip = svc.spec.unwrap().cluster_ip.unwrap();
+        let r = Release {
+            client,
+            ns,
+            workloads_ns,
+            token,
+            cluster_ip,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        r.wait_serving(REPLICAS).await;
+        r
+    }
+
+    fn signals_url(&self) -> String {
+        format!("http://{}:8080/api/v1/signals/prometheus", self.cluster_ip)
+    }
+
+    fn rrs(&self) -> Api<RemediationRequest> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    fn selector() -> ListParams {
+        ListParams::default().labels(&format!("app.kubernetes.io/instance={RELEASE}"))
+    }
+
+    /// The name of the RR of a workload of the workload namespace.
+    fn rr_name(&self, workload: &str) -> String {
+        let fp = Fingerprint::of_input(&format!("{}:Deployment:{workload}", self.workloads_ns));
+        name::name(&fp, Attempt::FIRST)
+    }
+
+    async fn rr_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .rrs()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|rr| rr.metadata.name.unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Until `n` pods are Running and Ready and the Service's EndpointSlices list exactly those pods
+    /// as ready: kube-proxy then routes the ClusterIP to each of them.
+    async fn wait_serving(&self, n: usize) {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &self.ns);
+        eventually(
+            180,
+            "the pods Ready and the Service's endpoints populated",
+            || async {
+                let ready: Vec<String> = pods
+                    .list(&Self::selector())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .items
+                    .into_iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none() && pod_ready(p))
+                    .filter_map(|p| p.status.and_then(|s| s.pod_ip))
+                    .collect();
+                let mut endpoints: Vec<String> = slices
+                    .list(
+                        &ListParams::default()
+                            .labels(&format!("kubernetes.io/service-name={RELEASE}")),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .items
+                    .into_iter()
+                    .flat_map(|s| s.endpoints)
+                    .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+                    .flat_map(|e| e.addresses)
+                    .collect();
+                endpoints.sort();
+                let mut want = ready.clone();
+                want.sort();
+                if ready.len() == n && endpoints == want {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "ready pod IPs {want:?}, ready endpoints {endpoints:?}"
+                    ))
+                }
+            },
+        )
+        .await
+    }
+
+    /// Σ occurrenceCount over the RRs named `names`.
+    async fn occurrences(&self, names: &[String]) -> i64 {
+        let mut sum = 0;
+        for n in names {
+            let rr = self.rrs().get(n).await.unwrap();
+            sum += rr
+                .status
+                .and_then(|s| s.deduplication)
+                .map(|d| i64::from(d.occurrence_count))
+                .unwrap_or(0);
+        }
+        sum
+    }
+
+    /// Waits until the RRs are exactly `expected` and their occurrence counts add up to `answered`.
+    async fn wait_counts(&self, expected: &[String], answered: u64) {
+        eventually(90, "Σ occurrenceCount = acknowledged answers", || async {
+            let names = self.rr_names().await;
+            if names != expected {
+                return Err(format!("RRs {names:?}, expected {expected:?}"));
+            }
+            let sum = self.occurrences(expected).await;
+            assert!(
+                sum <= answered as i64,
+                "Σ occurrenceCount {sum} exceeds the {answered} acknowledged answers"
+            );
+            if sum == answered as i64 {
+                Ok(())
+            } else {
+                Err(format!("Σ occurrenceCount {sum}, answered {answered}"))
+            }
+        })
+        .await;
+    }
+
+    async fn pod_names(&self) -> Vec<String> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        pods.list(&Self::selector())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| p.metadata.name.unwrap())
+            .collect()
+    }
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// A namespace carrying `kubernaut.ai/managed=true`, as kubernaut marks the namespaces it remediates.
+async fn managed_namespace(client: &Client) -> String {
+    let name = format!("wl-{:08x}", rand::random::<u32>());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some(BTreeMap::from([(
+                "kubernaut.ai/managed".into(),
+                "true".into(),
+            )])),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    name
+}
+
+/// A real Deployment named `name` (the workload the alerts name).
+async fn create_workload(client: &Client, ns: &str, name: &str) {
+    let d: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "automountServiceAccountToken": false,
+                    "containers": [{"name": "app", "image": WORKLOAD_IMAGE,
+                                    "imagePullPolicy": "Never"}]
+                }
+            }
+        }
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+}
+
+// ----------------------------------------------------------------------------------- alertmanager
+
+/// A host `prometheus-alertmanager` whose webhook is the Service's ClusterIP, with the sender's
+/// token; killed on drop.
+struct Alertmanager {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Alertmanager {
+    async fn start(r: &Release) -> Alertmanager {
+        let dir = r.dir.path();
+        let token = dir.join("token");
+        std::fs::write(&token, &r.token).unwrap();
+        let config = dir.join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "route:\n  receiver: namegate\n  group_by: [alertname, namespace, deployment]\n  \
+                 group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 4h\n\
+                 receivers:\n- name: namegate\n  webhook_configs:\n  - url: {}\n    \
+                 send_resolved: true\n    http_config:\n      authorization:\n        \
+                 type: Bearer\n        credentials_file: {}\n",
+                r.signals_url(),
+                token.display()
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let log = dir.join("alertmanager.log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(tool("prometheus-alertmanager"))
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.join("am").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log_file.try_clone().unwrap()))
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .unwrap();
+        let mut am = Alertmanager {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let url = am.url.clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{url}/-/ready")).await
+                && r.status() == 200
+            {
+                break am;
+            }
+            if let Ok(Some(status)) = am.child.try_wait() {
+                panic!("alertmanager exited with {status}:\n{}", am.log_text());
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "alertmanager not ready within 30 s:\n{}",
+                am.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn fire(&self, ns: &str, deployment: &str) {
+        let out = Command::new(tool("amtool"))
+            .args(["alert", "add", "--alertmanager.url", &self.url])
+            .arg("alertname=KubePodCrashLooping")
+            .arg(format!("namespace={ns}"))
+            .arg(format!("deployment={deployment}"))
+            .arg("severity=critical")
+            .arg("--annotation=summary=crash looping")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "amtool alert add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    async fn metric(&self, family: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(family) && l.contains("integration=\"webhook\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ----------------------------------------------------------------------------------------- storm
+
+/// What a storm of single-alert webhooks through the ClusterIP got back.
+#[derive(Debug, Default)]
+struct StormResult {
+    /// 201 and 202: acknowledged, each one an occurrence.
+    acknowledged: u64,
+    /// 503 with Retry-After: not acknowledged, to be retried (allowed).
+    unavailable: u64,
+    /// Anything else, with the reason: must stay empty.
+    other: Vec<String>,
+}
+
+fn webhook(ns: &str, deployment: &str) -> Value {
+    json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"KubePodCrashLooping\"}",
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": "namegate",
+        "groupLabels": {"alertname": "KubePodCrashLooping"},
+        "commonLabels": {"severity": "critical"},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.test:9093",
+        "alerts": [{
+            "status": "firing",
+            "labels": {"alertname": "KubePodCrashLooping", "namespace": ns,
+                       "deployment": deployment, "severity": "critical"},
+            "annotations": {"summary": "crash looping"},
+            "startsAt": jiff::Timestamp::now().to_string(),
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus.test/graph",
+            "fingerprint": "3b1f0c7e9a4d2f61",
+        }],
+    })
+}
+
+/// `workers` senders POST one alert for `deployment` each, back to back, until `stop` is set. A fresh
+/// connection per request (no pooled keep-alive connection can race a pod's close), so every request
+/// goes through kube-proxy's load balancing.
+async fn storm(
+    url: &str,
+    token: &str,
+    ns: &str,
+    deployment: &str,
+    workers: usize,
+    stop: Arc<AtomicBool>,
+) -> StormResult {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let unavailable = Arc::new(AtomicU64::new(0));
+    let other = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let body = webhook(ns, deployment);
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (http, body, url, token) =
+            (http.clone(), body.clone(), url.to_owned(), token.to_owned());
+        let (stop, acknowledged, unavailable, other) = (
+            stop.clone(),
+            acknowledged.clone(),
+            unavailable.clone(),
+            other.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let resp = http.post(&url).bearer_auth(&token).json(&body).send().await;
+                match resp {
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        let retry_after = resp.headers().contains_key("retry-after");
+                        let text = resp.text().await.unwrap_or_default();
+                        match status {
+                            201 | 202 => {
+                                acknowledged.fetch_add(1, Ordering::Relaxed);
+                            }
+                            503 if retry_after => {
+                                unavailable.fetch_add(1, Ordering::Relaxed);
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                            _ => other.lock().unwrap().push(format!("{status}: {text}")),
+                        }
+                    }
+                    Err(e) => other.lock().unwrap().push(format!("transport: {e:?}")),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let other = std::mem::take(&mut *other.lock().unwrap());
+    StormResult {
+        acknowledged: acknowledged.load(Ordering::Relaxed),
+        unavailable: unavailable.load(Ordering::Relaxed),
+        other,
+    }
+}
+
+// ------------------------------------------------------------------------------------------ tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the one-node cluster: run scripts/cluster-test"]
+async fn helm_install_runs_three_ready_pods_behind_the_service_and_alertmanager_makes_one_rr_per_workload()
+ {
+    let r = Release::install(&["checkout", "billing"]).await;
+
+    // The Deployment as declared: 3 ready replicas from the local image, probes passing.
+    let deploy: Deployment = Api::namespaced(r.client.clone(), &r.ns)
+        .get(RELEASE)
+        .await
+        .unwrap();
+    let status = deploy.status.unwrap();
+    assert_eq!(status.ready_replicas, Some(REPLICAS as i32), "{status:?}");
+    let pods: Api<Pod> = Api::namespaced(r.client.clone(), &r.ns);
+    let pods = pods.list(&Release::selector()).await.unwrap().items;
+    assert_eq!(pods.len(), REPLICAS);
+    for p in &pods {
+        let spec = p.spec.as_ref().unwrap();
+        assert_eq!(
+            spec.containers[0].image.as_deref(),
+            Some("namegate/namegate:0.1.0"),
+            "the chart's default image reference"
+        );
+        assert!(
+            spec.topology_spread_constraints
+                .as_ref()
+                .is_some_and(|c| c.len() == 2),
+            "spread constraints as declared"
+        );
+        assert_eq!(spec.node_name.as_deref(), Some("namegate-node"));
+        let cs = &p
+            .status
+            .as_ref()
+            .unwrap()
+            .container_statuses
+            .as_ref()
+            .unwrap()[0];
+        assert!(cs.ready && cs.started == Some(true), "{cs:?}");
+    }
+    // The PodDisruptionBudget as declared, computed by the real disruption controller.
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(r.client.clone(), &r.ns);
+    eventually(60, "the PDB's status", || async {
+        let pdb = pdbs.get(RELEASE).await.map_err(|e| e.to_string())?;
+        let s = pdb.status.unwrap_or_default();
+        if s.current_healthy == REPLICAS as i32
+            && s.expected_pods == REPLICAS as i32
+            && s.disruptions_allowed == 1
+        {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    })
+    .await;
+
+    // A real Alertmanager sends through the Service's ClusterIP with the sender's token.
+    let am = Alertmanager::start(&r).await;
+    am.fire(&r.workloads_ns, "checkout");
+    am.fire(&r.workloads_ns, "billing");
+    let mut expected = vec![r.rr_name("checkout"), r.rr_name("billing")];
+    expected.sort();
+    eventually(90, "one RR per workload", || async {
+        let names = r.rr_names().await;
+        if names == expected {
+            Ok(())
+        } else {
+            Err(format!(
+                "RRs {names:?}; alertmanager log:\n{}",
+                am.log_text()
+            ))
+        }
+    })
+    .await;
+    // Every notification was delivered (none failed), and still exactly those two RRs.
+    eventually(30, "the notifications counted", || async {
+        let sent = am.metric("alertmanager_notifications_total").await;
+        if sent >= 2.0 {
+            Ok(())
+        } else {
+            Err(format!("{sent} sent"))
+        }
+    })
+    .await;
+    assert_eq!(
+        am.metric("alertmanager_notifications_failed_total").await,
+        0.0
+    );
+    assert_eq!(r.rr_names().await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the one-node cluster: run scripts/cluster-test"]
+async fn helm_upgrade_rolling_the_pods_during_a_storm_loses_nothing_acknowledged() {
+    let r = Release::install(&["orders"]).await;
+    let before = r.pod_names().await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let storm_task = {
+        let stop = stop.clone();
+        let r_ns = r.workloads_ns.clone();
+        let (url, token) = (r.signals_url(), r.token.clone());
+        let shadow = StormTarget {
+            url,
+            token,
+            ns: r_ns,
+        };
+        tokio::spawn(async move { shadow.run("orders", 8, stop).await })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A new pod template: every pod is replaced, one at a time (maxSurge 1, maxUnavailable 0).
+    run_helm(&[
+        "upgrade",
+        RELEASE,
+        &chart_dir(),
+        "--namespace",
+        &r.ns,
+        "--reuse-values",
+        "--set",
+        "podAnnotations.rolled=yes",
+        "--wait",
+        "--timeout",
+        "5m",
+    ]);
+    r.wait_serving(REPLICAS).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let result = storm_task.await.unwrap();
+
+    let after = r.pod_names().await;
+    assert!(
+        before.iter().all(|p| !after.contains(p)),
+        "every pod was replaced: before {before:?}, after {after:?}"
+    );
+    assert!(
+        result.other.is_empty(),
+        "unexpected answers: {:?}",
+        result.other
+    );
+    assert!(result.acknowledged > 0, "{result:?}");
+    eprintln!(
+        "upgrade storm: {} acknowledged, {} answered 503 + Retry-After",
+        result.acknowledged, result.unavailable
+    );
+    r.wait_counts(&[r.rr_name("orders")], result.acknowledged)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the one-node cluster: run scripts/cluster-test"]
+async fn deleting_a_pod_mid_storm_keeps_the_service_answering_with_one_rr() {
+    let r = Release::install(&["payments-api"]).await;
+    let victim = r.pod_names().await.remove(0);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let storm_task = {
+        let stop = stop.clone();
+        let shadow = StormTarget {
+            url: r.signals_url(),
+            token: r.token.clone(),
+            ns: r.workloads_ns.clone(),
+        };
+        tokio::spawn(async move { shadow.run("payments-api", 8, stop).await })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pods: Api<Pod> = Api::namespaced(r.client.clone(), &r.ns);
+    pods.delete(&victim, &DeleteParams::default())
+        .await
+        .unwrap();
+    // The pod is gone (its final flushes done) and the Deployment's replacement serves.
+    eventually(120, "the deleted pod gone", || async {
+        match pods.get_opt(&victim).await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(_) => Err(format!("{victim} still exists")),
+        }
+    })
+    .await;
+    r.wait_serving(REPLICAS).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let result = storm_task.await.unwrap();
+
+    assert!(!r.pod_names().await.contains(&victim));
+    assert!(
+        result.other.is_empty(),
+        "unexpected answers: {:?}",
+        result.other
+    );
+    assert!(result.acknowledged > 0, "{result:?}");
+    eprintln!(
+        "pod-deletion storm: {} acknowledged, {} answered 503 + Retry-After",
+        result.acknowledged, result.unavailable
+    );
+    r.wait_counts(&[r.rr_name("payments-api")], result.acknowledged)
+        .await;
+}
+
+/// The parts of a [`Release`] a storm task needs (the release itself stays with the test).
+struct StormTarget {
+    url: String,
+    token: String,
+    ns: String,
+}
+
+impl StormTarget {
+    async fn run(self, deployment: &str, workers: usize, stop: Arc<AtomicBool>) -> StormResult {
+        storm(&self.url, &self.token, &self.ns, deployment, workers, stop).await
+    }
+}
