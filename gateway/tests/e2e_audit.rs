@@ -118,6 +118,23 @@ async fn a_thousand_signal_burst_leaves_one_created_and_999_deduplicated_events(
         "{}",
         String::from_utf8_lossy(&verify.stdout)
     );
+    // The replicas checkpointed their chain heads (one file here: they share a data directory), and
+    // every checkpointed head is in the store.
+    let checkpoints = c.dir.path().join("audit-checkpoints.jsonl");
+    let verify = namegate(&[
+        "audit",
+        "verify",
+        "--audit-url",
+        &db.owner_url,
+        "--checkpoints",
+        &checkpoints.display().to_string(),
+    ]);
+    let text = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{text}");
+    assert!(
+        text.contains("checkpointed chain head(s) compared"),
+        "{text}"
+    );
     let show = namegate(&["audit", "show", &rr, "--audit-url", &db.owner_url]);
     assert!(show.status.success());
     let text = String::from_utf8_lossy(&show.stdout);
