@@ -14,6 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use crd_schema::{Fingerprint, Target};
@@ -47,8 +48,11 @@ fn load_spec() -> Option<Value> {
                     path.display()
                 );
             }
-            eprintln!(
-                "\n\n*** SKIPPED: kubernaut DataStorage OpenAPI spec not found at {} ({e}).\n\
+            // Written to the stderr handle, not with eprintln!: libtest captures the macros'
+            // output of passing tests, and this must be seen.
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n*** SKIPPED: kubernaut DataStorage OpenAPI spec not found at {} ({e}).\n\
                  *** Events were NOT validated against DataStorage's schema. Set {SPEC_ENV} or \
                  provide ../shared. (With CI set this fails.)\n",
                 path.display()
