@@ -3,6 +3,18 @@
 //! `fingerprint = hex(sha256("namespace:Kind:name"))`, prefixed with `cluster:` when a cluster ID is
 //! known. It must stay byte-compatible with the kubernaut gateway, so an RR created by either gateway
 //! for the same workload carries the same `spec.signalFingerprint`.
+//!
+//! # Why the input cannot be forged
+//!
+//! The input joins free-form parts with `:`, so a part that contains `:` could make one target's input
+//! equal another's (`cluster "a"` + `ns:Kind:name` versus no cluster + namespace `a`, kind `ns`,
+//! name `Kind:name`). [`Target::validate`] closes that: the namespace, the kind and the name may not
+//! contain `:` — no Kubernetes namespace, kind or object of a kind a signal can target can — so the
+//! input splits unambiguously from the right into `namespace:Kind:name`, and whatever precedes the
+//! third `:` from the right is the cluster ID. A cluster ID is free text and may contain `:` (EKS
+//! cluster ARNs do); that is safe because the three parts after it cannot. No part may contain a
+//! control character. The kind must have the shape of a Kind (`^[A-Za-z][A-Za-z0-9]{0,62}$`). See
+//! `docs/compatibility.md` ("Fingerprint input").
 
 use std::fmt;
 use std::str::FromStr;
@@ -33,6 +45,111 @@ impl Target {
 
     pub fn fingerprint(&self) -> Fingerprint {
         Fingerprint::of_input(&self.fingerprint_input())
+    }
+
+    /// Checks that the parts cannot forge another target's fingerprint input (see the module
+    /// documentation). Callers validate before fingerprinting anything a client sent.
+    pub fn validate(&self) -> Result<(), TargetError> {
+        if let Some(cluster) = self.cluster.as_deref() {
+            check_text(TargetField::Cluster, cluster, false)?;
+        }
+        check_text(TargetField::Namespace, &self.namespace, true)?;
+        if !is_kind(&self.kind) {
+            return Err(TargetError::NotAKind);
+        }
+        if self.name.is_empty() {
+            return Err(TargetError::Empty {
+                field: TargetField::Name,
+            });
+        }
+        check_text(TargetField::Name, &self.name, true)
+    }
+}
+
+/// A Kubernetes Kind: an ASCII letter, then letters and digits, at most 63 characters.
+pub fn is_kind(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphabetic()
+        && b.iter().all(u8::is_ascii_alphanumeric)
+}
+
+fn check_text(field: TargetField, s: &str, no_separator: bool) -> Result<(), TargetError> {
+    if s.chars().any(char::is_control) {
+        return Err(TargetError::ControlCharacter { field });
+    }
+    if no_separator && s.contains(':') {
+        return Err(TargetError::Separator { field });
+    }
+    Ok(())
+}
+
+/// The part of a [`Target`] a [`TargetError`] is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetField {
+    Cluster,
+    Namespace,
+    Kind,
+    Name,
+}
+
+impl TargetField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cluster => "cluster ID",
+            Self::Namespace => "namespace",
+            Self::Kind => "kind",
+            Self::Name => "name",
+        }
+    }
+}
+
+impl fmt::Display for TargetField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a target cannot be fingerprinted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// `:` in the namespace, kind or name: it would let one target's input equal another's.
+    #[error(
+        "the {field} contains ':', the fingerprint separator, which no Kubernetes {field} can contain"
+    )]
+    Separator { field: TargetField },
+    /// A control character (NUL included) in any part.
+    #[error("the {field} contains a control character")]
+    ControlCharacter { field: TargetField },
+    /// The kind is not an identifier of the shape of a Kubernetes Kind.
+    #[error("the kind is not a Kubernetes Kind (a letter, then letters and digits, at most 63)")]
+    NotAKind,
+    #[error("the {field} is empty")]
+    Empty { field: TargetField },
+}
+
+impl TargetError {
+    /// The part the error is about.
+    pub fn field(&self) -> TargetField {
+        match self {
+            Self::Separator { field }
+            | Self::ControlCharacter { field }
+            | Self::Empty { field } => *field,
+            Self::NotAKind => TargetField::Kind,
+        }
+    }
+
+    pub fn is_separator(&self) -> bool {
+        matches!(self, Self::Separator { .. })
+    }
+
+    pub fn is_control_character(&self) -> bool {
+        matches!(self, Self::ControlCharacter { .. })
+    }
+
+    pub fn is_not_a_kind(&self) -> bool {
+        matches!(self, Self::NotAKind)
     }
 }
 
@@ -136,6 +253,73 @@ mod tests {
             target(Some(""), "prod", "Deployment", "payment-api").fingerprint(),
             target(None, "prod", "Deployment", "payment-api").fingerprint()
         );
+    }
+
+    #[test]
+    fn separators_cannot_forge_another_targets_input() {
+        // Without the check these two targets hash the same input `a:ns:Kind:name`.
+        let honest = target(Some("a"), "ns", "Kind", "name");
+        let forged = target(None, "a", "ns", "Kind:name");
+        assert_eq!(honest.fingerprint_input(), forged.fingerprint_input());
+        assert_eq!(honest.validate(), Ok(()));
+        let e = forged.validate().unwrap_err();
+        assert!(e.is_separator() && e.field() == TargetField::Name, "{e}");
+        for (t, field) in [
+            (target(None, "a:b", "Pod", "x"), TargetField::Namespace),
+            (target(None, "a", "Po:d", "x"), TargetField::Kind),
+        ] {
+            assert_eq!(t.validate().unwrap_err().field(), field);
+        }
+        // A cluster ID may contain ':' (ARNs do): the three parts after it cannot.
+        assert_eq!(
+            target(
+                Some("arn:aws:eks:eu-west-1:1:cluster/prod"),
+                "ns",
+                "Pod",
+                "x"
+            )
+            .validate(),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn control_characters_and_kinds_are_refused() {
+        for (t, field) in [
+            (target(Some("a\0"), "ns", "Pod", "x"), TargetField::Cluster),
+            (target(None, "n\ns", "Pod", "x"), TargetField::Namespace),
+            (target(None, "ns", "Pod", "x\u{0}"), TargetField::Name),
+            (target(None, "ns", "Pod", "x\u{7f}"), TargetField::Name),
+        ] {
+            let e = t.validate().unwrap_err();
+            assert!(e.is_control_character() && e.field() == field, "{e}");
+        }
+        assert!(
+            target(None, "ns", "apps/Deployment", "x")
+                .validate()
+                .unwrap_err()
+                .is_not_a_kind()
+        );
+        assert!(
+            target(None, "ns", "", "x")
+                .validate()
+                .unwrap_err()
+                .is_not_a_kind()
+        );
+        assert!(
+            target(None, "ns", "1Pod", "x")
+                .validate()
+                .unwrap_err()
+                .is_not_a_kind()
+        );
+        assert!(target(None, "ns", &"K".repeat(64), "x").validate().is_err());
+        assert_eq!(
+            target(None, "ns", "Pod", "").validate(),
+            Err(TargetError::Empty {
+                field: TargetField::Name
+            })
+        );
+        assert_eq!(target(None, "", "Node", "worker-7").validate(), Ok(()));
     }
 
     #[test]

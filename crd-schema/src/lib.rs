@@ -17,7 +17,7 @@ pub mod phase;
 pub mod rr;
 
 pub use correlation::CorrelationId;
-pub use fingerprint::{Fingerprint, Target};
+pub use fingerprint::{Fingerprint, Target, TargetError, TargetField};
 pub use name::{Attempt, NameError, ParsedName};
 pub use rr::{RemediationRequest, RemediationRequestSpec, RemediationRequestStatus};
 

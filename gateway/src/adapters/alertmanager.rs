@@ -72,8 +72,9 @@ use super::freshness::{check_starts_at, check_x_timestamp};
 use super::limits::{MapKind, cap_map, check_map, quote, truncate_chars};
 use super::{
     AdapterConfig, MAX_CLUSTER_LEN, MAX_NAME_LEN, MAX_SEVERITY_LEN, RequestError, body_error,
-    body_text, duplicate_field, field_key, namespace_problem, object_name_problem, parse_opt,
-    parse_string_map, parse_time, signal_name_problem,
+    body_text, control_problem, duplicate_field, field_key, map_control_problem, namespace_problem,
+    object_name_problem, parse_opt, parse_string_map, parse_time, signal_name_problem,
+    target_problem,
 };
 use crate::signal::{Decoded, InvalidSignal, Signal, Source};
 
@@ -431,6 +432,7 @@ fn decode_alert_inner(
     };
     let mut labels = merge(&batch.common_labels, own_labels);
     check_map(&labels, MapKind::Labels, &cfg.limits, &at("labels"))?;
+    map_control_problem(&labels, &at("labels"))?;
 
     let name = labels
         .get("alertname")
@@ -440,8 +442,14 @@ fn decode_alert_inner(
         return Err(InvalidSignal::new(at("labels.alertname"), problem));
     }
     let name = name.to_owned();
-    let target = derive_target(&labels, cluster, &cfg.extra_resource_labels, i)?;
+    let target = derive_target(&labels, cluster, &cfg.extra_resource_labels.snapshot(), i)?;
     let fingerprint = target.fingerprint();
+    if let Some(p) = labels
+        .get("severity")
+        .and_then(|s| control_problem(s, false))
+    {
+        return Err(InvalidSignal::new(at("labels.severity"), p));
+    }
     let severity = match labels.get("severity").filter(|s| !s.is_empty()) {
         Some(s) => truncate_chars(s, MAX_SEVERITY_LEN).to_owned(),
         None => "warning".to_owned(),
@@ -463,6 +471,7 @@ fn decode_alert_inner(
     let own_annotations =
         parse_string_map(alert.annotations, &at("annotations"))?.unwrap_or_default();
     let mut annotations = merge(&batch.common_annotations, own_annotations);
+    map_control_problem(&annotations, &at("annotations"))?;
     cap_map(
         &mut annotations,
         MapKind::Annotations,
@@ -515,7 +524,7 @@ fn resolved_alert(
         .get("alertname")
         .map_or("", |n| truncate_chars(n, MAX_NAME_LEN))
         .to_owned();
-    let target = derive_target(&labels, cluster, &cfg.extra_resource_labels, i).ok();
+    let target = derive_target(&labels, cluster, &cfg.extra_resource_labels.snapshot(), i).ok();
     Decoded::Resolved {
         name,
         fingerprint: target.as_ref().map(Target::fingerprint),
@@ -643,13 +652,22 @@ fn derive_target(
         }
         ns.to_owned()
     };
-    Ok(Target {
+    let target = Target {
         cluster,
         namespace,
         kind: found.kind.to_owned(),
         name: found.name.to_owned(),
         api_version: found.api_version.map(str::to_owned),
-    })
+    };
+    let ns_key = lookup(labels, "namespace", "exported_namespace").map_or("namespace", |(k, _)| k);
+    target_problem(&target, |field| match field {
+        crd_schema::TargetField::Cluster => format!("alerts[{i}].labels.cluster"),
+        crd_schema::TargetField::Namespace => format!("alerts[{i}].labels.{ns_key}"),
+        crd_schema::TargetField::Kind | crd_schema::TargetField::Name => {
+            format!("alerts[{i}].labels.{}", field_key(found.key))
+        }
+    })?;
+    Ok(target)
 }
 
 #[cfg(test)]
@@ -703,6 +721,52 @@ mod tests {
 
     fn target_of(labels: serde_json::Value) -> Target {
         signal(&one(labels)).target.clone()
+    }
+
+    #[test]
+    fn forged_separators_and_control_characters_are_refused() {
+        // `ns:Kind:name` as a pod name would make namespace `a`, kind `Pod` hash the same input as
+        // another target: refused, naming the label.
+        let e = invalid(&one(
+            json!({"alertname": "A", "namespace": "a", "pod": "Kind:name"}),
+        ))
+        .clone();
+        assert_eq!(e.field, "alerts[0].labels.pod");
+        assert!(e.detail.contains("':'"), "{e}");
+        // A cluster ID may contain ':' (an ARN); the target stays valid.
+        let t = target_of(json!({"alertname": "A", "namespace": "a", "pod": "p",
+                                 "cluster": "arn:aws:eks:eu-west-1:1:cluster/prod"}));
+        assert_eq!(
+            t.fingerprint_input(),
+            "arn:aws:eks:eu-west-1:1:cluster/prod:a:Pod:p"
+        );
+        // NUL anywhere that lands in an RR or the audit store.
+        for (labels, field) in [
+            (
+                json!({"alertname": "A\u{0}", "namespace": "a", "pod": "p"}),
+                "alerts[0].labels.alertname",
+            ),
+            (
+                json!({"alertname": "A", "namespace": "a", "pod": "p", "team": "x\u{0}"}),
+                "alerts[0].labels.team",
+            ),
+            (
+                json!({"alertname": "A", "namespace": "a", "pod": "p", "severity": "crit\ncal"}),
+                "alerts[0].labels.severity",
+            ),
+            (
+                json!({"alertname": "A", "namespace": "a", "pod": "p\u{0}"}),
+                "alerts[0].labels.pod",
+            ),
+        ] {
+            let e = invalid(&one(labels)).clone();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.detail.contains("control character"), "{e}");
+        }
+        let mut a = alert(json!({"alertname": "A", "namespace": "a", "pod": "p"}));
+        a["annotations"] = json!({"description": "line one\nline two", "summary": "bad\u{0}"});
+        let out = decode(&webhook(vec![a])).unwrap();
+        assert_eq!(invalid(&out[0]).field, "alerts[0].annotations.summary");
     }
 
     #[test]
@@ -788,7 +852,7 @@ mod tests {
     #[test]
     fn discovered_labels_come_before_pod_and_cannot_shadow() {
         let mut cfg = cfg();
-        cfg.extra_resource_labels = vec![
+        cfg.extra_resource_labels = super::super::LabelTable::new(vec![
             ResourceLabel {
                 label: "horizontalpodautoscaler".into(),
                 kind: "HorizontalPodAutoscaler".into(),
@@ -807,7 +871,7 @@ mod tests {
                 api_version: None,
                 cluster_scoped: false,
             },
-        ];
+        ]);
         let body = webhook(vec![
             alert(
                 json!({"alertname": "A", "namespace": "ns", "horizontalpodautoscaler": "h", "pod": "ksm-0"}),

@@ -61,8 +61,9 @@ use serde_json::value::RawValue;
 use super::freshness::check_event_time;
 use super::limits::{MapKind, cap_map, quote};
 use super::{
-    AdapterConfig, RequestError, body_error, body_text, is_kind, known_kind, namespace_problem,
-    object_name_problem, parse_opt, parse_time, signal_name_problem,
+    AdapterConfig, RequestError, body_error, body_text, is_kind, known_kind, map_control_problem,
+    namespace_problem, object_name_problem, parse_opt, parse_time, signal_name_problem,
+    target_problem,
 };
 use crate::signal::{Decoded, InvalidSignal, Signal, Source};
 
@@ -347,11 +348,13 @@ fn decode_signal(
     if let Some(h) = host {
         labels.insert("source_host".to_owned(), h);
     }
+    map_control_problem(&labels, "labels")?;
     cap_map(&mut labels, MapKind::Labels, &cfg.limits, "labels")?;
     let mut annotations = BTreeMap::new();
     if let Some(m) = message.filter(|m| !m.is_empty()) {
         annotations.insert("message".to_owned(), m);
     }
+    map_control_problem(&annotations, "annotations")?;
     cap_map(
         &mut annotations,
         MapKind::Annotations,
@@ -443,13 +446,20 @@ fn event_target(object: &ObjectRef, ref_field: &str) -> Result<Target, InvalidSi
         .clone()
         .filter(|v| !v.is_empty())
         .or_else(|| known.map(|k| k.api_version.to_owned()));
-    Ok(Target {
+    let target = Target {
         cluster: None,
         namespace: namespace.to_owned(),
         kind: kind.to_owned(),
         name: name.to_owned(),
         api_version,
-    })
+    };
+    target_problem(&target, |field| match field {
+        crd_schema::TargetField::Cluster => ref_field.to_owned(),
+        crd_schema::TargetField::Namespace => at("namespace"),
+        crd_schema::TargetField::Kind => at("kind"),
+        crd_schema::TargetField::Name => at("name"),
+    })?;
+    Ok(target)
 }
 
 #[cfg(test)]
@@ -503,6 +513,28 @@ mod tests {
             Decoded::Invalid(e) => e,
             other => panic!("expected invalid, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn forged_targets_and_control_characters_are_refused() {
+        let mut e = core_event();
+        e["involvedObject"]["name"] = json!("Kind:name");
+        let inv = invalid(decode(&e).unwrap());
+        assert_eq!(inv.field, "involvedObject.name");
+        assert!(inv.detail.contains("':'"), "{inv}");
+        let mut e = core_event();
+        e["involvedObject"]["kind"] = json!("apps/Deployment");
+        assert_eq!(invalid(decode(&e).unwrap()).field, "involvedObject.kind");
+        let mut e = core_event();
+        e["message"] = json!("back-off\u{0}");
+        assert_eq!(invalid(decode(&e).unwrap()).field, "annotations.message");
+        let mut e = core_event();
+        e["reason"] = json!("Back\u{0}Off");
+        assert_eq!(invalid(decode(&e).unwrap()).field, "reason");
+        // Multi-line messages are fine.
+        let mut e = core_event();
+        e["message"] = json!("line one\nline two");
+        assert!(matches!(decode(&e).unwrap(), Decoded::Signal(_)));
     }
 
     #[test]

@@ -46,12 +46,15 @@ pub mod freshness;
 pub mod kubernetes_event;
 pub mod limits;
 
+use std::sync::{Arc, RwLock};
+
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use crate::signal::InvalidSignal;
 
 pub use alertmanager::{ResourceLabel, decode_alertmanager};
+// `LabelTable` is defined below.
 pub use freshness::FreshnessConfig;
 pub use kubernetes_event::decode_kubernetes_event;
 pub use limits::Limits;
@@ -78,7 +81,32 @@ pub struct AdapterConfig {
     /// maps from a label key"), filled from discovery by the caller. Consulted after the built-in
     /// workload labels and before `pod`/`node`. Keys that are never kinds (`job`, `service`,
     /// `instance`, `endpoint`, `container`, `namespace`, …) and keys already built in are ignored.
-    pub extra_resource_labels: Vec<ResourceLabel>,
+    pub extra_resource_labels: LabelTable,
+}
+
+/// The discovered resource label keys, replaced as a whole when discovery refreshes (the
+/// `resolve::kinds` task writes it; adapters read a snapshot per alert).
+#[derive(Clone, Debug, Default)]
+pub struct LabelTable(Arc<RwLock<Arc<[ResourceLabel]>>>);
+
+impl LabelTable {
+    pub fn new(labels: Vec<ResourceLabel>) -> Self {
+        Self(Arc::new(RwLock::new(labels.into())))
+    }
+
+    pub fn snapshot(&self) -> Arc<[ResourceLabel]> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, labels: Arc<[ResourceLabel]>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = labels;
+    }
+}
+
+impl PartialEq for LabelTable {
+    fn eq(&self, other: &Self) -> bool {
+        self.snapshot() == other.snapshot()
+    }
 }
 
 impl Default for AdapterConfig {
@@ -87,7 +115,7 @@ impl Default for AdapterConfig {
             max_alerts_per_batch: 1000,
             limits: Limits::default(),
             freshness: FreshnessConfig::default(),
-            extra_resource_labels: Vec::new(),
+            extra_resource_labels: LabelTable::default(),
         }
     }
 }
@@ -307,13 +335,50 @@ fn object_name_problem(name: &str) -> Option<String> {
     None
 }
 
-/// A Kubernetes Kind: an identifier starting with a letter, at most 63 characters.
-fn is_kind(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b[0].is_ascii_alphabetic()
-        && b.iter().all(u8::is_ascii_alphanumeric)
+// A Kubernetes Kind: an identifier starting with a letter, at most 63 characters (one rule, in
+// `crd_schema::fingerprint`).
+use crd_schema::fingerprint::is_kind;
+
+/// Checks the target's parts against fingerprint forgery (`:` where no Kubernetes namespace, kind
+/// or name can hold it, control characters, a kind that is not a Kind; see
+/// `crd_schema::fingerprint` and `docs/compatibility.md`). `field_of` names the request field a
+/// part came from.
+fn target_problem(
+    target: &crd_schema::Target,
+    field_of: impl Fn(crd_schema::TargetField) -> String,
+) -> Result<(), InvalidSignal> {
+    target
+        .validate()
+        .map_err(|e| InvalidSignal::new(field_of(e.field()), e.to_string()))
+}
+
+/// Refuses control characters in text that lands in an RR or the audit store (`docs/api.md`,
+/// "Control characters"). Keys, names and severities admit none; label and annotation values admit
+/// only TAB, LF and CR (alert descriptions are multi-line). NUL is refused everywhere: PostgreSQL
+/// cannot store it in text, and it has no meaning in any signal field.
+fn control_problem(text: &str, multiline: bool) -> Option<&'static str> {
+    let bad = |c: char| c.is_control() && !(multiline && matches!(c, '\t' | '\n' | '\r'));
+    text.chars().any(bad).then_some(if multiline {
+        "contains a control character (only tab, line feed and carriage return are allowed)"
+    } else {
+        "contains a control character"
+    })
+}
+
+/// [`control_problem`] over every key and value of a label or annotation map; names the entry.
+fn map_control_problem(
+    map: &std::collections::BTreeMap<String, String>,
+    field: &str,
+) -> Result<(), InvalidSignal> {
+    for (k, v) in map {
+        if let Some(p) = control_problem(k, false) {
+            return Err(InvalidSignal::new(field, format!("a key {p}")));
+        }
+        if let Some(p) = control_problem(v, true) {
+            return Err(InvalidSignal::new(format!("{field}.{}", field_key(k)), p));
+        }
+    }
+    Ok(())
 }
 
 /// The API version and scope of a kind adapters know without discovery.
@@ -344,10 +409,13 @@ pub(crate) fn known_kind(kind: &str) -> Option<KnownKind> {
     })
 }
 
-/// Checks a signal name (`alertname`, Event `reason`): 1..=253 characters.
+/// Checks a signal name (`alertname`, Event `reason`): 1..=253 characters, no control character.
 fn signal_name_problem(name: &str) -> Option<String> {
     if name.is_empty() {
         return Some("required and must not be empty".into());
+    }
+    if let Some(p) = control_problem(name, false) {
+        return Some(p.into());
     }
     let chars = name.chars().count();
     (chars > MAX_NAME_LEN)
@@ -397,6 +465,18 @@ mod tests {
         assert!(object_name_problem("a/b").is_some());
         assert!(object_name_problem("a\nb").is_some());
         assert!(is_kind("Deployment") && !is_kind("apps/Deployment") && !is_kind(""));
+        assert!(signal_name_problem("Kube\0PodCrashLooping").is_some());
+        assert!(control_problem("line one\nline two\ttab", true).is_none());
+        assert!(control_problem("a\0b", true).is_some());
+        assert!(control_problem("a\nb", false).is_some());
+        let map =
+            std::collections::BTreeMap::from([("summary".to_owned(), "x\u{1b}[31m".to_owned())]);
+        assert_eq!(
+            map_control_problem(&map, "alerts[0].annotations")
+                .unwrap_err()
+                .field,
+            "alerts[0].annotations.summary"
+        );
         assert!(signal_name_problem(&"é".repeat(253)).is_none());
         assert!(signal_name_problem(&"é".repeat(254)).is_some());
         assert_eq!(
