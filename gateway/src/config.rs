@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::http::auth::AuthMode;
+use crate::resolve::Scope;
+use crate::resolve::objects::CacheConfig;
 use crate::telemetry::LogFormat;
 
 /// The settings as given; `None` = not given at this level.
@@ -90,6 +92,19 @@ pub struct Settings {
     /// OTLP/HTTP traces endpoint, e.g. http://otel-collector:4318/v1/traces [default: off]
     #[arg(long, env = "NAMEGATE_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// Which targets are admitted: `labelled` (kubernaut.ai/managed=true on the resolved resource or its namespace) or `all` [default: labelled]
+    #[arg(long, env = "NAMEGATE_SCOPE", value_enum)]
+    pub scope: Option<Scope>,
+    /// Resolve targets through the API server (existence, controller owners, scope labels); `false` fingerprints the object as the signal names it and needs `scope: all` [default: true]
+    #[arg(long, env = "NAMEGATE_RESOLVE_TARGETS")]
+    pub resolve_targets: Option<bool>,
+    /// How long an object's owner and scope label are cached [default: 60s]
+    #[arg(long, env = "NAMEGATE_TARGET_CACHE_TTL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub target_cache_ttl: Option<Duration>,
+    /// Most objects held by the owner-resolution cache [default: 16384]
+    #[arg(long, env = "NAMEGATE_TARGET_CACHE_CAPACITY")]
+    pub target_cache_capacity: Option<u64>,
     /// Fault injection for tests: freeze the RR index after its first sync. Never in production.
     #[arg(long, env = "NAMEGATE_FAULT_FREEZE_INDEX", hide = true)]
     pub fault_freeze_index: Option<bool>,
@@ -121,7 +136,13 @@ pub struct Config {
     pub log_level: String,
     pub otlp_endpoint: Option<String>,
     pub fault_freeze_index: bool,
+    pub scope: Scope,
+    pub resolve_targets: bool,
+    pub target_cache: CacheConfig,
 }
+
+/// How long an object found missing is remembered (a new object of that name may appear soon).
+pub const TARGET_CACHE_MISSING_TTL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -164,7 +185,8 @@ impl Settings {
         overlay!(self, file; listen, health_listen, metrics_listen, namespace, audit_url, audit_hmac_key_file,
             audit_spill_path, audit_checkpoint_path, audit_spill_budget_bytes, audit_queue_capacity, audit_queue_budget_bytes, auth, flush_interval,
             request_timeout, header_read_timeout, shutdown_delay, drain_timeout, max_concurrency,
-            max_alerts_per_batch, log_format, log_level, otlp_endpoint, fault_freeze_index)
+            max_alerts_per_batch, log_format, log_level, otlp_endpoint, fault_freeze_index, scope,
+            resolve_targets, target_cache_ttl, target_cache_capacity)
     }
 
     pub fn from_yaml(text: &str, path: PathBuf) -> Result<Settings, ConfigError> {
@@ -296,7 +318,30 @@ impl Config {
             log_level: s.log_level.unwrap_or_else(|| "info".into()),
             otlp_endpoint: s.otlp_endpoint.filter(|e| !e.is_empty()),
             fault_freeze_index: s.fault_freeze_index.unwrap_or(false),
+            scope: s.scope.unwrap_or(Scope::Labelled),
+            resolve_targets: s.resolve_targets.unwrap_or(true),
+            target_cache: CacheConfig {
+                capacity: s.target_cache_capacity.unwrap_or(16_384),
+                ttl: positive(
+                    "target-cache-ttl",
+                    s.target_cache_ttl,
+                    Duration::from_secs(60),
+                )?,
+                missing_ttl: TARGET_CACHE_MISSING_TTL,
+            },
         };
+        if !cfg.resolve_targets && cfg.scope == Scope::Labelled {
+            return Err(ConfigError::invalid(
+                "scope",
+                "`labelled` reads scope labels while resolving targets; with `resolve-targets: false` set `scope: all`",
+            ));
+        }
+        if cfg.target_cache.capacity == 0 {
+            return Err(ConfigError::invalid(
+                "target-cache-capacity",
+                "must be at least 1",
+            ));
+        }
         if cfg.max_concurrency == 0 {
             return Err(ConfigError::invalid(
                 "max-concurrency",
@@ -365,6 +410,30 @@ mod tests {
         assert_eq!(c.flush_interval, Duration::from_secs(1));
         assert_eq!(c.request_timeout, Duration::from_secs(15));
         assert_eq!(c.max_alerts_per_batch, 1000);
+        assert_eq!(c.scope, Scope::Labelled);
+        assert!(c.resolve_targets);
+        assert_eq!(c.target_cache.ttl, Duration::from_secs(60));
+        assert_eq!(c.target_cache.capacity, 16_384);
+    }
+
+    #[test]
+    fn unresolved_targets_need_scope_all() {
+        let s = Settings {
+            resolve_targets: Some(false),
+            ..none_auth()
+        };
+        let err = Config::resolve(s.clone()).unwrap_err();
+        assert!(err.to_string().starts_with("scope:"), "{err}");
+        let c = Config::resolve(Settings {
+            scope: Some(Scope::All),
+            ..s
+        })
+        .unwrap();
+        assert!(!c.resolve_targets);
+        let file =
+            Settings::from_yaml("scope: all\ntarget-cache-ttl: 2m\n", "f.yaml".into()).unwrap();
+        assert_eq!(file.scope, Some(Scope::All));
+        assert_eq!(file.target_cache_ttl, Some(Duration::from_secs(120)));
     }
 
     #[test]

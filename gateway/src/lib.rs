@@ -14,6 +14,7 @@ pub mod http;
 pub mod index;
 pub mod occurrence;
 pub mod pipeline;
+pub mod resolve;
 pub mod serve;
 pub mod signal;
 pub mod telemetry;

@@ -17,8 +17,10 @@
 //! single-signal answer) is going to be sent, `abandon` when the request as a whole is answered
 //! 503 and the client will re-deliver it. Dropping a [`Decided`] is `abandon`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crd_schema::Target;
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::json;
@@ -27,6 +29,8 @@ use tokio::time::Instant;
 use crate::admission::{Admission, AdmissionError, Decision};
 use crate::audit::payload::{self, Actor, Failure, Resolved, RrRef};
 use crate::audit::{AuditEvent, AuditSink, Permits};
+use crate::resolve::namespaces::MANAGED_LABEL;
+use crate::resolve::{Resolution, ResolveError, Resolver};
 use crate::signal::{Decoded, InvalidSignal, Signal, Source};
 use crate::telemetry::metrics::{AdapterLabels, AdmissionOutcome, Metrics, OutcomeLabels};
 
@@ -35,6 +39,8 @@ use crate::telemetry::metrics::{AdapterLabels, AdmissionOutcome, Metrics, Outcom
 const EVENTS_PER_ITEM: usize = 2;
 /// `Retry-After` when the audit queue cannot take an item's events.
 const AUDIT_BACKLOG_RETRY: Duration = Duration::from_secs(5);
+/// `Retry-After` when a target could not be resolved for a retryable reason.
+pub const UNRESOLVED_RETRY: Duration = Duration::from_secs(1);
 
 /// Who asked, and until when: carried onto every audit event of the request.
 #[derive(Clone, Debug)]
@@ -67,6 +73,24 @@ pub struct ItemBody {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<DuplicateMetadata>,
+    /// `true` for a duplicate, `false` for a created RR (kubernaut's field, `docs/compatibility.md`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate: Option<bool>,
+    /// A human-readable summary (kubernaut's field); for unmanaged targets what to do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Unmanaged targets (kubernaut's rejection body): the resolved resource and the action.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<RejectedResource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<&'static str>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RejectedResource {
+    pub namespace: String,
+    pub kind: String,
+    pub name: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -75,6 +99,8 @@ pub struct DuplicateMetadata {
     pub count: i32,
     pub first_occurrence: Timestamp,
     pub last_occurrence: Timestamp,
+    /// The RR's name, as the kubernaut gateway reports it (`docs/compatibility.md`).
+    pub remediation_request_ref: String,
 }
 
 /// Why an item was not admitted. The HTTP layer turns it into a problem (`http::problem`).
@@ -86,6 +112,9 @@ pub enum Refusal {
     Failed(AdmissionError),
     /// The audit queue cannot take the item's events: refused rather than admitted unaudited.
     AuditBacklogged { retry_after: Duration },
+    /// The target could not be resolved yet (discovery or the namespace watch not synced, the API
+    /// server unavailable): retryable.
+    Unresolved(ResolveError),
 }
 
 impl Refusal {
@@ -94,7 +123,7 @@ impl Refusal {
         match self {
             Self::Invalid(_) => false,
             Self::Failed(e) => e.is_retryable(),
-            Self::AuditBacklogged { .. } => true,
+            Self::AuditBacklogged { .. } | Self::Unresolved(_) => true,
         }
     }
 
@@ -103,6 +132,7 @@ impl Refusal {
             Self::Invalid(_) => None,
             Self::Failed(e) => e.is_retryable().then(|| e.retry_after()),
             Self::AuditBacklogged { retry_after } => Some(*retry_after),
+            Self::Unresolved(_) => Some(UNRESOLVED_RETRY),
         }
     }
 }
@@ -167,6 +197,7 @@ impl Decided<'_> {
                     count: a.count,
                     first_occurrence: a.first_seen,
                     last_occurrence: a.last_seen,
+                    remediation_request_ref: a.name.clone(),
                 });
             }
         }
@@ -206,6 +237,8 @@ pub struct Pipeline {
     admission: Admission,
     audit: AuditSink,
     metrics: Metrics,
+    /// Target resolution (owners, existence, scope); `None` with `resolve-targets: false`.
+    resolver: Option<Arc<Resolver>>,
 }
 
 impl Pipeline {
@@ -214,7 +247,14 @@ impl Pipeline {
             admission,
             audit,
             metrics,
+            resolver: None,
         }
+    }
+
+    /// Resolves every signal's target before admission (`docs/compatibility.md`).
+    pub fn with_resolver(mut self, resolver: Option<Arc<Resolver>>) -> Self {
+        self.resolver = resolver;
+        self
     }
 
     pub fn admission(&self) -> &Admission {
@@ -247,7 +287,27 @@ impl Pipeline {
         };
         let started = std::time::Instant::now();
         let mut decided = match decoded {
-            Decoded::Signal(signal) => self.admit(&signal, origin).await,
+            Decoded::Signal(mut signal) => match self.resolve(&mut signal).await {
+                Ok(Resolution::InScope(_)) => self.admit(&signal, origin).await,
+                Ok(Resolution::Unmanaged(target)) => self.unmanaged(&signal, &target, origin),
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(request_id = %origin.request_id, error = %e, "target resolution failed; answering 503");
+                    Decided::refused(
+                        ItemBody::default(),
+                        Refusal::Unresolved(e),
+                        Vec::new(),
+                        None,
+                    )
+                }
+                Err(e) => {
+                    let mut d =
+                        self.reject(InvalidSignal::new("target", e.to_string()), source, origin);
+                    for ev in &mut d.events {
+                        ev.error_code = Some(e.code().into());
+                    }
+                    d
+                }
+            },
             Decoded::Resolved {
                 name,
                 fingerprint,
@@ -292,6 +352,69 @@ impl Pipeline {
             })
             .observe(started.elapsed().as_secs_f64());
         decided
+    }
+
+    /// Resolves the signal's target in place (owner, fingerprint); a no-op without a resolver.
+    async fn resolve(&self, signal: &mut Signal) -> Result<Resolution, ResolveError> {
+        let Some(resolver) = &self.resolver else {
+            return Ok(Resolution::InScope(signal.target.clone()));
+        };
+        let resolution = resolver.resolve(&signal.target).await?;
+        signal.target = resolution.target().clone();
+        signal.fingerprint = signal.target.fingerprint();
+        Ok(resolution)
+    }
+
+    /// 200 `rejected` / `unmanaged_resource`, kubernaut's body; audited as a rejection.
+    fn unmanaged(&self, signal: &Signal, target: &Target, origin: &Origin) -> Decided<'_> {
+        let invalid = InvalidSignal::new("target", "unmanaged_resource");
+        let mut ev = payload::signal_rejected(
+            &origin.request_id,
+            &sender(origin, signal.source),
+            &invalid,
+            Some(&signal.name),
+        );
+        ev.error_code = Some("unmanaged_resource".into());
+        ev.event_data["reason"] = json!("unmanaged_resource");
+        ev.event_data["fingerprint"] = json!(signal.fingerprint.to_hex());
+        ev.event_data["namespace"] = json!(target.namespace);
+        ev.event_data["resource_kind"] = json!(target.kind);
+        ev.event_data["resource_name"] = json!(target.name);
+        let message = if target.namespace.is_empty() {
+            format!(
+                "Resource {}/{} is not managed by Kubernaut. Add label '{MANAGED_LABEL}=true' to the resource to enable remediation.",
+                target.kind.to_lowercase(),
+                target.name
+            )
+        } else {
+            format!(
+                "Resource {}/{}/{} is not managed by Kubernaut. Add label '{MANAGED_LABEL}=true' to namespace '{}' or the resource to enable remediation.",
+                target.namespace,
+                target.kind.to_lowercase(),
+                target.name,
+                target.namespace
+            )
+        };
+        Decided {
+            outcome: AdmissionOutcome::rejected,
+            body: ItemBody {
+                status: "rejected",
+                fingerprint: Some(signal.fingerprint.to_hex()),
+                reason: Some("unmanaged_resource".into()),
+                message: Some(message),
+                resource: Some(RejectedResource {
+                    namespace: target.namespace.clone(),
+                    kind: target.kind.clone(),
+                    name: target.name.clone(),
+                }),
+                action: Some("Add label kubernaut.ai/managed=true to namespace or resource"),
+                ..ItemBody::default()
+            },
+            refusal: None,
+            decision: None,
+            events: vec![ev],
+            permits: None,
+        }
     }
 
     fn reject(&self, invalid: InvalidSignal, source: Source, origin: &Origin) -> Decided<'_> {
@@ -357,6 +480,16 @@ impl Pipeline {
                 remediation_request_namespace: Some(self.admission.namespace().to_owned()),
                 attempt: Some(a.attempt),
                 correlation_id: Some(a.name.clone()),
+                duplicate: Some(matches!(decision, Decision::Duplicate(_))),
+                message: Some(
+                    match &decision {
+                        Decision::Created(_) => "RemediationRequest created",
+                        Decision::Duplicate(_) => {
+                            "Duplicate signal: counted on the active RemediationRequest"
+                        }
+                    }
+                    .to_owned(),
+                ),
                 ..ItemBody::default()
             },
             refusal: None,

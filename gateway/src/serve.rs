@@ -19,6 +19,7 @@ use crate::http::{self, Readiness, ingest::Ingest};
 use crate::index::RrIndex;
 use crate::occurrence::{Flusher, Occurrences};
 use crate::pipeline::Pipeline;
+use crate::resolve::{ResolveMetrics, Resolver};
 use crate::telemetry::{self, metrics::Metrics};
 
 #[derive(Debug, thiserror::Error)]
@@ -104,15 +105,34 @@ pub async fn run(cfg: Config) -> Result<(), ServeError> {
     let flush_stop = CancellationToken::new();
     let flusher_task = tokio::spawn(flusher.run(flush_stop.clone(), cfg.drain_timeout));
 
-    let readiness = Readiness::new(index.clone());
+    let labels = crate::adapters::LabelTable::default();
+    let (resolver, resolve_tasks) = if cfg.resolve_targets {
+        let resolve_metrics = ResolveMetrics::register(&mut registry);
+        let (kinds, namespaces, tasks) =
+            crate::resolve::spawn_watches(&client, labels.clone(), &background);
+        let resolver = Resolver::new(
+            client.clone(),
+            kinds,
+            namespaces,
+            cfg.scope,
+            cfg.target_cache,
+            resolve_metrics,
+        );
+        (Some(Arc::new(resolver)), tasks)
+    } else {
+        (None, Vec::new())
+    };
+    let readiness = Readiness::with_resolver(index.clone(), resolver.clone());
     let ingest = Arc::new(Ingest {
         pipeline: Pipeline::new(
             Admission::new(index.clone(), api, occurrences, cfg.namespace.clone()),
             sink,
             metrics.clone(),
-        ),
+        )
+        .with_resolver(resolver),
         adapters: AdapterConfig {
             max_alerts_per_batch: cfg.max_alerts_per_batch,
+            extra_resource_labels: labels,
             ..AdapterConfig::default()
         },
         request_timeout: cfg.request_timeout,
@@ -180,7 +200,11 @@ pub async fn run(cfg: Config) -> Result<(), ServeError> {
     writer.shutdown().await;
     store.flush_checkpoint();
     background.cancel();
-    let _ = tokio::join!(index_task, aux_task);
+    let _ = tokio::join!(
+        index_task,
+        aux_task,
+        futures::future::join_all(resolve_tasks)
+    );
     tracing::info!("stopped");
     Ok(())
 }

@@ -37,19 +37,31 @@ use problem::Problem;
 #[derive(Debug)]
 pub struct Readiness {
     index: Arc<RrIndex>,
+    /// Discovery and the namespace watch, when targets are resolved.
+    resolver: Option<Arc<crate::resolve::Resolver>>,
     draining: AtomicBool,
 }
 
 impl Readiness {
     pub fn new(index: Arc<RrIndex>) -> Arc<Self> {
+        Self::with_resolver(index, None)
+    }
+
+    pub fn with_resolver(
+        index: Arc<RrIndex>,
+        resolver: Option<Arc<crate::resolve::Resolver>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             index,
+            resolver,
             draining: AtomicBool::new(false),
         })
     }
 
     pub fn is_ready(&self) -> bool {
-        self.index.is_synced() && !self.draining.load(Ordering::Acquire)
+        self.index.is_synced()
+            && self.resolver.as_ref().is_none_or(|r| r.is_synced())
+            && !self.draining.load(Ordering::Acquire)
     }
 
     /// Readiness drops first on shutdown, so endpoints stop routing here before requests are refused.
@@ -94,7 +106,7 @@ async fn trace_span(req: Request, next: Next) -> Response {
 async fn readiness_gate(State(ready): State<Arc<Readiness>>, req: Request, next: Next) -> Response {
     if !ready.is_ready() {
         return Problem::unavailable(
-            "this replica is not ready (index not synced, or shutting down)",
+            "this replica is not ready (RR index, API discovery or namespace watch not synced, or shutting down)",
             Duration::from_secs(1),
         )
         .into_response();

@@ -180,6 +180,16 @@ impl From<&Refusal> for Problem {
             Refusal::AuditBacklogged { retry_after } => {
                 Self::unavailable("the audit trail is backlogged; retry later", *retry_after)
             }
+            Refusal::Unresolved(e) => Self::unavailable(
+                match e {
+                    crate::resolve::ResolveError::NotReady(what) => {
+                        format!("{what} has not synced yet; retry later")
+                    }
+                    _ => "the signal's target could not be read from the Kubernetes API server; retry later"
+                        .to_owned(),
+                },
+                crate::pipeline::UNRESOLVED_RETRY,
+            ),
         }
     }
 }

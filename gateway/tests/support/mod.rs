@@ -39,6 +39,10 @@ pub struct ReplicaOptions {
     pub extra_args: Vec<String>,
     /// `KUBECONFIG` for this replica (a private API server); `None` inherits the test's environment.
     pub kubeconfig: Option<PathBuf>,
+    /// Resolve targets with the production defaults (owners, existence, `scope: labelled`). Off by
+    /// default here: the admission tests name workloads that do not exist as objects, so they pass
+    /// `--resolve-targets false --scope all` explicitly. `e2e_cutover.rs` turns it on.
+    pub resolve: bool,
 }
 
 impl Replica {
@@ -74,6 +78,11 @@ impl Replica {
                 "--log-level",
                 "info,namegate=debug",
             ])
+            .args(if opts.resolve {
+                &[][..]
+            } else {
+                &["--resolve-targets", "false", "--scope", "all"][..]
+            })
             .args(&opts.extra_args)
             .stdout(Stdio::from(log_file.try_clone().unwrap()))
             .stderr(Stdio::from(log_file));
