@@ -339,6 +339,40 @@ fn triples(t: &[(&str, &str, &str)]) -> BTreeSet<(String, String, String)> {
 /// Contract §10: no Secrets, no delete, no wildcards, no privilege-granting verbs anywhere; the gateway's
 /// Role is exactly the RR rules; ClusterRoles only create TokenReviews and SubjectAccessReviews.
 fn assert_least_privilege(objects: &[Value], auth: AuthMode) {
+    assert_least_privilege_with(objects, auth, &[]);
+}
+
+/// The reads target resolution needs with the default values (docs/compatibility.md): metadata `get`
+/// of the kinds a signal may name and their owners, `list` of pods (a Service's selector), a watch of
+/// namespaces (scope labels) and of CRDs (discovery refresh).
+const TARGET_READS: [(&str, &str, &str); 19] = [
+    ("", "pods", "get"),
+    ("", "pods", "list"),
+    ("", "services", "get"),
+    ("", "persistentvolumeclaims", "get"),
+    ("", "persistentvolumes", "get"),
+    ("", "nodes", "get"),
+    ("", "replicationcontrollers", "get"),
+    ("apps", "deployments", "get"),
+    ("apps", "replicasets", "get"),
+    ("apps", "statefulsets", "get"),
+    ("apps", "daemonsets", "get"),
+    ("batch", "jobs", "get"),
+    ("batch", "cronjobs", "get"),
+    ("autoscaling", "horizontalpodautoscalers", "get"),
+    ("policy", "poddisruptionbudgets", "get"),
+    ("", "namespaces", "list"),
+    ("", "namespaces", "watch"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+];
+
+/// [`assert_least_privilege`] for values that add `extra_reads` (`targets.extraReadableResources`).
+fn assert_least_privilege_with(
+    objects: &[Value],
+    auth: AuthMode,
+    extra_reads: &[(&str, &str, &str)],
+) {
     let forbidden_verbs = [
         "*",
         "delete",
@@ -401,26 +435,33 @@ fn assert_least_privilege(objects: &[Value], auth: AuthMode) {
         "the gateway's Role grants exactly what admission, the index and the flusher use"
     );
 
-    let allowed_cluster = triples(&[
+    let allowed_auth = triples(&[
         ("authentication.k8s.io", "tokenreviews", "create"),
         ("authorization.k8s.io", "subjectaccessreviews", "create"),
     ]);
+    let mut target_reads = triples(&TARGET_READS);
+    target_reads.extend(triples(extra_reads));
     let cluster_roles = of_kind(objects, "ClusterRole");
-    let cluster_grants: BTreeSet<_> = cluster_roles.iter().flat_map(|r| grants(r)).collect();
-    assert!(
-        cluster_grants.is_subset(&allowed_cluster),
-        "ClusterRoles may only create TokenReviews and SubjectAccessReviews, they grant {cluster_grants:?}"
+    let (target_roles, auth_roles): (Vec<&Value>, Vec<&Value>) = cluster_roles
+        .iter()
+        .copied()
+        .partition(|r| name(r).ends_with("-targets"));
+    let auth_grants: BTreeSet<_> = auth_roles.iter().flat_map(|r| grants(r)).collect();
+    let read_grants: BTreeSet<_> = target_roles.iter().flat_map(|r| grants(r)).collect();
+    assert_eq!(
+        read_grants, target_reads,
+        "target resolution is granted exactly its metadata reads and watches"
     );
     match auth {
         AuthMode::Kubernetes => {
             assert_eq!(
-                cluster_grants, allowed_cluster,
-                "auth: kubernetes needs TokenReview and SubjectAccessReview"
+                auth_grants, allowed_auth,
+                "auth: kubernetes needs TokenReview and SubjectAccessReview, nothing else cluster-wide"
             );
         }
         AuthMode::None => assert!(
-            cluster_roles.is_empty() && of_kind(objects, "ClusterRoleBinding").is_empty(),
-            "auth: none needs no cluster-wide permission"
+            auth_grants.is_empty(),
+            "auth: none needs no cluster-wide permission beyond target reads"
         ),
     }
     // Every binding refers to a Role or ClusterRole of the chart (never to cluster-admin, edit, …).
@@ -454,6 +495,8 @@ struct Expect {
     auth: AuthMode,
     /// The NAMEGATE_AUDIT_URL env var: `Ok(url)` for a literal value, `Err((secret, key))` for a secretKeyRef.
     audit_url: Result<&'static str, (&'static str, &'static str)>,
+    /// Reads added by `targets.extraReadableResources`.
+    extra_reads: &'static [(&'static str, &'static str, &'static str)],
 }
 
 fn env_var<'a>(container: &'a Value, var: &str) -> &'a Value {
@@ -639,7 +682,7 @@ fn assert_gateway(objects: &[Value], expect: &Expect) {
     let services = of_kind(objects, "Service");
     let svc = services
         .iter()
-        .find(|s| name(s) == format!("{RELEASE}-namegate"))
+        .find(|s| name(s) == format!("{RELEASE}-namegate") || name(s) == "gateway-service")
         .expect("the ingestion Service");
     let sp = &svc["spec"]["ports"][0];
     assert_eq!(
@@ -704,6 +747,7 @@ fn value_sets() -> Vec<(&'static str, Vec<&'static str>, Expect)> {
                 replicas: 3,
                 auth: AuthMode::Kubernetes,
                 audit_url: Err(("namegate-audit", "url")),
+                extra_reads: &[],
             },
         ),
         (
@@ -717,6 +761,7 @@ fn value_sets() -> Vec<(&'static str, Vec<&'static str>, Expect)> {
                 replicas: 1,
                 auth: AuthMode::None,
                 audit_url: Ok(SQLITE_URL),
+                extra_reads: &[],
             },
         ),
         (
@@ -742,6 +787,21 @@ fn value_sets() -> Vec<(&'static str, Vec<&'static str>, Expect)> {
                 replicas: 3,
                 auth: AuthMode::Kubernetes,
                 audit_url: Err(("pg-audit", "dsn")),
+                extra_reads: &[],
+            },
+        ),
+        (
+            "inside a kubernaut installation (docs/cutover.md): kubernaut's Service name, a CRD kind as target",
+            vec![
+                "service.name=gateway-service",
+                "targets.extraReadableResources[0].apiGroups[0]=argoproj.io",
+                "targets.extraReadableResources[0].resources[0]=rollouts",
+            ],
+            Expect {
+                replicas: 3,
+                auth: AuthMode::Kubernetes,
+                audit_url: Err(("namegate-audit", "url")),
+                extra_reads: &[("argoproj.io", "rollouts", "get")],
             },
         ),
         (
@@ -757,6 +817,7 @@ fn value_sets() -> Vec<(&'static str, Vec<&'static str>, Expect)> {
                 replicas: 1,
                 auth: AuthMode::Kubernetes,
                 audit_url: Ok(SQLITE_URL),
+                extra_reads: &[],
             },
         ),
     ]
@@ -805,7 +866,7 @@ async fn every_value_set_renders_and_passes_server_side_dry_run() {
     for (what, sets, expect) in value_sets() {
         let ns = restricted_namespace(&client).await;
         let objects = render(&ns, &sets);
-        assert_least_privilege(&objects, expect.auth);
+        assert_least_privilege_with(&objects, expect.auth, expect.extra_reads);
         assert_gateway(&objects, &expect);
         dry_run_all(&client, &ns, &objects).await;
         dry_run_pods(&client, &ns, &objects).await;
