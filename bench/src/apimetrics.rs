@@ -103,17 +103,29 @@ impl Counts {
 }
 
 pub async fn scrape(client: &Client) -> Result<Counts, String> {
+    Ok(parse(&scrape_text(client).await?))
+}
+
+/// [`Counts`] of another resource (`pods`, `replicasets`, …), same folding.
+pub async fn scrape_resource(client: &Client, resource: &str) -> Result<Counts, String> {
+    Ok(parse_resource(&scrape_text(client).await?, resource))
+}
+
+async fn scrape_text(client: &Client) -> Result<String, String> {
     let req = http::Request::get("/metrics")
         .body(Vec::new())
         .map_err(|e| e.to_string())?;
-    let text = client
+    client
         .request_text(req)
         .await
-        .map_err(|e| format!("reading the API server's /metrics: {e}"))?;
-    Ok(parse(&text))
+        .map_err(|e| format!("reading the API server's /metrics: {e}"))
 }
 
 fn parse(text: &str) -> Counts {
+    parse_resource(text, "remediationrequests")
+}
+
+fn parse_resource(text: &str, resource: &str) -> Counts {
     let mut counts = Counts::default();
     for line in text.lines() {
         let (name, rest) = match line.split_once('{') {
@@ -136,7 +148,7 @@ fn parse(text: &str) -> Counts {
             continue;
         };
         let labels = parse_labels(labels);
-        if labels.get("resource").map(String::as_str) != Some("remediationrequests") {
+        if labels.get("resource").map(String::as_str) != Some(resource) {
             continue;
         }
         let verb = labels.get("verb").cloned().unwrap_or_default();

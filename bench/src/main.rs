@@ -7,6 +7,7 @@ mod bare;
 mod load;
 mod memory;
 mod payload;
+mod podlevel;
 mod procs;
 mod report;
 mod run;

@@ -130,6 +130,8 @@ pub struct Replica {
 impl Replica {
     /// Starts `namegate serve` (release build, `--auth none`, SQLite audit in `dir`, `--log-level
     /// warn`) on `namespace` and waits for `/readyz` (at most `ready_timeout`).
+    /// A replica for the admission figures: its workloads are names, not objects, so target
+    /// resolution is off (explicitly: `--resolve-targets false --scope all`).
     pub async fn start(
         namegate: &Path,
         namespace: &str,
@@ -137,6 +139,29 @@ impl Replica {
         name: &str,
         flush_interval: Duration,
         ready_timeout: Duration,
+    ) -> Result<Replica, String> {
+        let unresolved = ["--resolve-targets", "false", "--scope", "all"];
+        Self::start_with(
+            namegate,
+            namespace,
+            dir,
+            name,
+            flush_interval,
+            ready_timeout,
+            &unresolved,
+        )
+        .await
+    }
+
+    /// [`Replica::start`] with `extra` flags instead of the unresolved defaults.
+    pub async fn start_with(
+        namegate: &Path,
+        namespace: &str,
+        dir: &Path,
+        name: &str,
+        flush_interval: Duration,
+        ready_timeout: Duration,
+        extra: &[&str],
     ) -> Result<Replica, String> {
         let (port, health, metrics) = (free_port()?, free_port()?, free_port()?);
         let log = dir.join(format!("{name}.log"));
@@ -164,6 +189,7 @@ impl Replica {
             ])
             .args(["--auth", "none", "--log-level", "warn"])
             .args(["--shutdown-delay", "0s"])
+            .args(extra)
             .args([
                 "--flush-interval",
                 &humantime::format_duration(flush_interval).to_string(),

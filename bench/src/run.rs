@@ -249,6 +249,17 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         yes_no(counted == (created + dups) as i64),
     );
 
+    // Pod-level alerts through a replica with target resolution on (the defaults).
+    crate::podlevel::run(
+        &client,
+        &args.namegate,
+        &args.work_dir,
+        (50, 500),
+        &starts_at,
+        &mut report,
+    )
+    .await?;
+
     let want = |n: u8| args.sections.contains(&n);
     // Every 201/202 the gateway gives is one occurrence (§7a); checked against the RRs at the end.
     let mut occurrences = (created + dups) as u64;
