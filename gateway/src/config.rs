@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::http::auth::AuthMode;
+use crate::auth::{AuthMode, Permission};
 use crate::resolve::Scope;
 use crate::resolve::objects::CacheConfig;
 use crate::telemetry::LogFormat;
@@ -57,6 +57,32 @@ pub struct Settings {
     /// Caller authentication: `none` (explicitly) or `kubernetes` (TokenReview + SAR) [default: kubernetes]
     #[arg(long, env = "NAMEGATE_AUTH", value_enum)]
     pub auth: Option<AuthMode>,
+    /// The Service name that SubjectAccessReviews name (the resource name checked) [default: namegate]
+    #[arg(long, env = "NAMEGATE_AUTH_SERVICE_NAME")]
+    pub auth_service_name: Option<String>,
+    /// Permission a sender needs, on `<auth-service-name>` in the gateway's namespace [default: create services]
+    #[arg(long, env = "NAMEGATE_AUTH_INGEST_PERMISSION")]
+    pub auth_ingest_permission: Option<String>,
+    /// Permission an audit lookup needs, on `<auth-service-name>` in the gateway's namespace [default: get services/audit]
+    #[arg(long, env = "NAMEGATE_AUTH_LOOKUP_PERMISSION")]
+    pub auth_lookup_permission: Option<String>,
+    /// How long an authenticated token and an allowed access stay cached [default: 30s]
+    #[arg(long, env = "NAMEGATE_AUTH_CACHE_TTL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub auth_cache_ttl: Option<Duration>,
+    /// How long a rejected token and a denied access stay cached [default: 5s]
+    #[arg(long, env = "NAMEGATE_AUTH_NEGATIVE_CACHE_TTL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub auth_negative_cache_ttl: Option<Duration>,
+    /// Most entries of each auth cache (tokens, access decisions) [default: 10000]
+    #[arg(long, env = "NAMEGATE_AUTH_CACHE_MAX_ENTRIES")]
+    pub auth_cache_max_entries: Option<usize>,
+    /// PEM certificate chain for TLS on the ingestion port (with --tls-key-file); re-read when it changes [default: plain HTTP]
+    #[arg(long, env = "NAMEGATE_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for TLS on the ingestion port (with --tls-cert-file)
+    #[arg(long, env = "NAMEGATE_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
     /// How often coalesced occurrence counts are written [default: 1s]
     #[arg(long, env = "NAMEGATE_FLUSH_INTERVAL", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde")]
@@ -125,6 +151,14 @@ pub struct Config {
     pub audit_queue_capacity: usize,
     pub audit_queue_budget_bytes: u64,
     pub auth: AuthMode,
+    pub auth_service_name: String,
+    pub auth_ingest_permission: Permission,
+    pub auth_lookup_permission: Permission,
+    pub auth_cache_ttl: Duration,
+    pub auth_negative_cache_ttl: Duration,
+    pub auth_cache_max_entries: usize,
+    /// TLS on the ingestion port: (certificate chain, private key).
+    pub tls: Option<(PathBuf, PathBuf)>,
     pub flush_interval: Duration,
     pub request_timeout: Duration,
     pub header_read_timeout: Duration,
@@ -183,7 +217,9 @@ impl Settings {
     /// `self` (flags and env) over `file`.
     pub fn over(self, file: Settings) -> Settings {
         overlay!(self, file; listen, health_listen, metrics_listen, namespace, audit_url, audit_hmac_key_file,
-            audit_spill_path, audit_checkpoint_path, audit_spill_budget_bytes, audit_queue_capacity, audit_queue_budget_bytes, auth, flush_interval,
+            audit_spill_path, audit_checkpoint_path, audit_spill_budget_bytes, audit_queue_capacity, audit_queue_budget_bytes,
+            auth, auth_service_name, auth_ingest_permission, auth_lookup_permission, auth_cache_ttl,
+            auth_negative_cache_ttl, auth_cache_max_entries, tls_cert_file, tls_key_file, flush_interval,
             request_timeout, header_read_timeout, shutdown_delay, drain_timeout, max_concurrency,
             max_alerts_per_batch, log_format, log_level, otlp_endpoint, fault_freeze_index, scope,
             resolve_targets, target_cache_ttl, target_cache_capacity)
@@ -259,13 +295,39 @@ impl Config {
             ));
         }
         let auth = s.auth.unwrap_or(AuthMode::Kubernetes);
-        if auth == AuthMode::Kubernetes {
+        let tls = match (s.tls_cert_file, s.tls_key_file) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::invalid(
+                    "tls-cert-file",
+                    "tls-cert-file and tls-key-file go together",
+                ));
+            }
+        };
+        let auth_service_name = s.auth_service_name.unwrap_or_else(|| "namegate".into());
+        if !crd_schema::name::is_dns1123_label(&auth_service_name) {
             return Err(ConfigError::invalid(
-                "auth",
-                "TokenReview/SubjectAccessReview authentication is not available in this version; \
-                 set `auth: none` explicitly to run without authentication (demos and closed networks only)",
+                "auth-service-name",
+                format!("{auth_service_name:?} is not a valid Service name"),
             ));
         }
+        let permission = |setting: &'static str, p: Option<String>, default: &str| {
+            p.as_deref()
+                .unwrap_or(default)
+                .parse::<Permission>()
+                .map_err(|e| ConfigError::invalid(setting, e))
+        };
+        let auth_ingest_permission = permission(
+            "auth-ingest-permission",
+            s.auth_ingest_permission,
+            "create services",
+        )?;
+        let auth_lookup_permission = permission(
+            "auth-lookup-permission",
+            s.auth_lookup_permission,
+            "get services/audit",
+        )?;
         let positive = |setting: &'static str, d: Option<Duration>, default: Duration| match d
             .unwrap_or(default)
         {
@@ -299,6 +361,17 @@ impl Config {
             audit_queue_capacity: s.audit_queue_capacity.unwrap_or(16_384),
             audit_queue_budget_bytes: s.audit_queue_budget_bytes.unwrap_or(32 << 20),
             auth,
+            auth_service_name,
+            auth_ingest_permission,
+            auth_lookup_permission,
+            auth_cache_ttl: positive("auth-cache-ttl", s.auth_cache_ttl, Duration::from_secs(30))?,
+            auth_negative_cache_ttl: positive(
+                "auth-negative-cache-ttl",
+                s.auth_negative_cache_ttl,
+                Duration::from_secs(5),
+            )?,
+            auth_cache_max_entries: s.auth_cache_max_entries.unwrap_or(10_000),
+            tls,
             flush_interval: positive("flush-interval", s.flush_interval, Duration::from_secs(1))?,
             request_timeout: positive(
                 "request-timeout",
@@ -342,6 +415,12 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if cfg.auth_cache_max_entries == 0 {
+            return Err(ConfigError::invalid(
+                "auth-cache-max-entries",
+                "must be at least 1",
+            ));
+        }
         if cfg.max_concurrency == 0 {
             return Err(ConfigError::invalid(
                 "max-concurrency",
@@ -368,6 +447,22 @@ impl Config {
             ));
         }
         Ok(cfg)
+    }
+}
+
+impl Config {
+    /// The settings of `auth: kubernetes`: SubjectAccessReviews name the gateway's Service in its
+    /// own namespace.
+    pub fn auth_config(&self) -> crate::auth::AuthConfig {
+        crate::auth::AuthConfig {
+            namespace: self.namespace.clone(),
+            resource_name: self.auth_service_name.clone(),
+            ingest: self.auth_ingest_permission.clone(),
+            lookup: self.auth_lookup_permission.clone(),
+            ttl: self.auth_cache_ttl,
+            negative_ttl: self.auth_negative_cache_ttl,
+            max_entries: self.auth_cache_max_entries,
+        }
     }
 }
 
@@ -414,6 +509,19 @@ mod tests {
         assert!(c.resolve_targets);
         assert_eq!(c.target_cache.ttl, Duration::from_secs(60));
         assert_eq!(c.target_cache.capacity, 16_384);
+        // Secure by default: TokenReview + SubjectAccessReview unless `auth: none` is explicit.
+        let d = Config::resolve(Settings {
+            namespace: Some("ns".into()),
+            ..Settings::default()
+        })
+        .unwrap();
+        assert_eq!(d.auth, AuthMode::Kubernetes);
+        assert_eq!(d.auth_service_name, "namegate");
+        assert_eq!(d.auth_ingest_permission.to_string(), "create services");
+        assert_eq!(d.auth_lookup_permission.to_string(), "get services/audit");
+        assert_eq!(d.auth_cache_ttl, Duration::from_secs(30));
+        assert_eq!(d.auth_negative_cache_ttl, Duration::from_secs(5));
+        assert_eq!(d.auth_cache_max_entries, 10_000);
     }
 
     #[test]
@@ -461,10 +569,24 @@ mod tests {
         for (s, setting) in [
             (
                 Settings {
-                    auth: None,
+                    auth_ingest_permission: Some("create".into()),
                     ..none_auth()
                 },
-                "auth",
+                "auth-ingest-permission",
+            ),
+            (
+                Settings {
+                    tls_key_file: Some("k.pem".into()),
+                    ..none_auth()
+                },
+                "tls-cert-file",
+            ),
+            (
+                Settings {
+                    auth_service_name: Some("Not A Name".into()),
+                    ..none_auth()
+                },
+                "auth-service-name",
             ),
             (
                 Settings {

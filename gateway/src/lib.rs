@@ -9,6 +9,7 @@ pub mod adapters;
 pub mod admission;
 pub mod apiserver;
 pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod index;

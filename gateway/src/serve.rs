@@ -38,6 +38,8 @@ pub enum ServeError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("TLS: {0}")]
+    Tls(#[from] http::tls::TlsError),
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
 }
@@ -141,21 +143,42 @@ pub async fn run(cfg: Config) -> Result<(), ServeError> {
         max_concurrency: cfg.max_concurrency,
         request_timeout: cfg.request_timeout,
     };
+    let auth = match cfg.auth {
+        crate::auth::AuthMode::None => {
+            tracing::warn!("auth: none — every caller is accepted as anonymous");
+            http::auth::Auth::None
+        }
+        crate::auth::AuthMode::Kubernetes => {
+            http::auth::Auth::Kubernetes(Arc::new(crate::auth::Authenticator::new(
+                Arc::new(crate::auth::review::KubeReviewer::new(
+                    client.clone(),
+                    metrics.clone(),
+                )),
+                cfg.auth_config(),
+                Some(metrics.clone()),
+            )))
+        }
+    };
     let ingestion = http::ingestion_router(
         ingest,
         audit::lookup::router(store.clone()),
         readiness.clone(),
-        cfg.auth,
+        auth,
         &limits,
     );
 
+    let tls = match &cfg.tls {
+        Some((cert, key)) => Some(http::tls::acceptor(cert, key)?),
+        None => None,
+    };
     let ingest_listener = bind("ingestion", cfg.listen).await?;
     let health_listener = bind("health", cfg.health_listen).await?;
     let metrics_listener = bind("metrics", cfg.metrics_listen).await?;
 
     let stop_ingest = CancellationToken::new();
-    let ingest_task = tokio::spawn(http::server::serve(
+    let ingest_task = tokio::spawn(http::server::serve_with_tls(
         ingest_listener,
+        tls,
         ingestion,
         cfg.header_read_timeout,
         stop_ingest.clone(),

@@ -1,47 +1,131 @@
-//! Caller authentication (contract §10). It runs before the body is read, so an unauthenticated
-//! client cannot make the gateway parse anything.
-//!
-//! Only `auth: none` exists so far, and only when configured explicitly; TokenReview +
-//! SubjectAccessReview slot in here as another [`AuthMode`] without touching the handlers, which
-//! read the [`Caller`] extension this layer inserts.
+//! The authentication layer (docs/security.md). It runs before the body is read, so an
+//! unauthenticated client cannot make the gateway parse anything. It only reads the bearer token and
+//! picks the action from the path; [`crate::auth`] decides, and its errors become problems here:
+//! 401 (no/invalid/expired token), 403 (denied), 503 + Retry-After (the API server could not answer).
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMode {
-    /// No authentication: every caller is `anonymous`. For demos and closed test networks only.
+use crate::auth::{Action, AuthError, Authenticator};
+pub use crate::auth::{AuthMode, Caller};
+use crate::http::problem::Problem;
+
+/// What the layer does with each request.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    /// `auth: none`: every caller is anonymous.
     None,
-    /// TokenReview + SubjectAccessReview (not implemented yet: refused at start).
-    Kubernetes,
+    /// `auth: kubernetes`.
+    Kubernetes(Arc<Authenticator>),
 }
 
-/// Who made the request, as recorded in audit events (`actor_type`, `actor_id`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Caller {
-    pub actor_type: String,
-    pub actor_id: Option<String>,
+/// Lookups have their own permission; every other path (signals, and unknown paths, which then get
+/// their 404 only once authenticated) needs the ingestion permission.
+pub fn action_of(path: &str) -> Action {
+    if path.starts_with("/api/v1/audit/") {
+        Action::Lookup
+    } else {
+        Action::Ingest
+    }
 }
 
-impl Caller {
-    pub fn anonymous() -> Self {
-        Self {
-            actor_type: "anonymous".into(),
-            actor_id: None,
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive, RFC 7235).
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(AuthError::MissingToken(
+            "an Authorization: Bearer <ServiceAccount token> header is required",
+        ))?;
+    let value = value
+        .to_str()
+        .map_err(|_| AuthError::MissingToken("the Authorization header is not valid text"))?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(AuthError::MissingToken(
+            "the Authorization header must be `Bearer <token>`",
+        )),
+    }
+}
+
+impl From<&AuthError> for Problem {
+    fn from(e: &AuthError) -> Self {
+        match e {
+            AuthError::MissingToken(detail) => Problem::unauthorized(*detail),
+            AuthError::InvalidToken => Problem::unauthorized(e.to_string()),
+            AuthError::Denied { .. } => Problem::forbidden(e.to_string()),
+            AuthError::Unavailable { retry_after, .. } => Problem::unavailable(
+                "the Kubernetes API server could not review the caller's token; retry later",
+                *retry_after,
+            ),
         }
     }
 }
 
-pub async fn layer(State(mode): State<Arc<AuthMode>>, mut req: Request, next: Next) -> Response {
-    let caller = match *mode {
-        AuthMode::None | AuthMode::Kubernetes => Caller::anonymous(),
+pub async fn layer(State(auth): State<Auth>, mut req: Request, next: Next) -> Response {
+    let caller = match &auth {
+        Auth::None => Caller::anonymous(),
+        Auth::Kubernetes(authenticator) => {
+            let action = action_of(req.uri().path());
+            let result = match bearer_token(req.headers()) {
+                Ok(token) => authenticator.authorize(token, action).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(caller) => caller,
+                Err(e) => {
+                    if e.is_denied() {
+                        tracing::info!(action = action.as_str(), error = %e, "request denied");
+                    } else {
+                        tracing::debug!(action = action.as_str(), error = %e, "request refused");
+                    }
+                    let mut resp = Problem::from(&e).into_response();
+                    if e.is_unauthenticated() {
+                        resp.headers_mut().insert(
+                            header::WWW_AUTHENTICATE,
+                            header::HeaderValue::from_static("Bearer"),
+                        );
+                    }
+                    return resp;
+                }
+            }
+        }
     };
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn only_bearer_tokens_are_read() {
+        assert_eq!(bearer_token(&headers("Bearer abc")), Ok("abc"));
+        assert_eq!(bearer_token(&headers("bearer  abc ")), Ok("abc"));
+        for bad in ["Basic abc", "Bearer", "Bearer   ", "abc"] {
+            assert!(bearer_token(&headers(bad)).is_err(), "{bad:?}");
+        }
+        assert!(bearer_token(&HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn lookups_are_told_apart_from_ingestion() {
+        assert_eq!(action_of("/api/v1/audit/correlations/x"), Action::Lookup);
+        assert_eq!(action_of("/api/v1/signals/prometheus"), Action::Ingest);
+        assert_eq!(action_of("/anything"), Action::Ingest);
+    }
 }

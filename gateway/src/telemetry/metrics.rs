@@ -59,6 +59,14 @@ pub struct ProblemLabels {
     pub status: u16,
 }
 
+/// Labels of `namegate_auth_cache_lookups_total`: `cache` is `token` or `access`, `result` is `hit`,
+/// `miss` or `coalesced` (auth::cache::Lookup).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthCacheLabels {
+    pub cache: &'static str,
+    pub result: &'static str,
+}
+
 /// All gateway metrics except the audit writer's, which registers its own.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -75,7 +83,8 @@ pub struct Metrics {
     pub hash_collisions: Counter,
     pub http_problems: Family<ProblemLabels, Counter>,
     pub circuit_open: Gauge,
-    pub auth_cache: Family<ResultLabels, Counter>,
+    pub auth_cache: Family<AuthCacheLabels, Counter>,
+    pub handler_panics: Counter,
 }
 
 impl Metrics {
@@ -98,6 +107,7 @@ impl Metrics {
             http_problems: Family::default(),
             circuit_open: Gauge::default(),
             auth_cache: Family::default(),
+            handler_panics: Counter::default(),
         };
         let r = registry;
         r.register(
@@ -166,9 +176,14 @@ impl Metrics {
             m.circuit_open.clone(),
         );
         r.register(
-            "namegate_auth_cache",
-            "Authentication/authorization cache lookups, by result",
+            "namegate_auth_cache_lookups",
+            "TokenReview (cache=token) and SubjectAccessReview (cache=access) cache lookups, by result",
             m.auth_cache.clone(),
+        );
+        r.register(
+            "namegate_http_handler_panics",
+            "Requests whose handler panicked (answered 500 problem+json)",
+            m.handler_panics.clone(),
         );
         m
     }

@@ -70,9 +70,14 @@ impl Replica {
                 "--audit-spill-path",
                 &dir.join(format!("spill-{idx}.jsonl")).display().to_string(),
             ])
+            .args(if opts.extra_args.iter().any(|a| a == "--auth") {
+                // The test chooses the auth mode itself.
+                &[][..]
+            } else {
+                // These tests are not about authentication: explicitly off.
+                &["--auth", "none"][..]
+            })
             .args([
-                "--auth",
-                "none",
                 "--shutdown-delay",
                 "0s",
                 "--log-level",
