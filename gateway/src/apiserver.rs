@@ -84,6 +84,14 @@ impl ApiError {
                     detail: format!("409 {}: {}", status.reason, status.message),
                     retry_after: DEFAULT_RETRY_AFTER,
                 },
+                // 401/403 are about the gateway's own credentials or RBAC, or (403 with the cause
+                // `NamespaceTerminating`) a namespace being deleted: nothing the sender did wrong, and
+                // an operator's fix or time makes a retry succeed. A 500 would lose the signal for
+                // good (Alertmanager retries 5xx only), so these are 503 (docs/security.md).
+                (401 | 403, _) => Self::Unavailable {
+                    detail: format!("{} {}: {}", status.code, status.reason, status.message),
+                    retry_after: DEFAULT_RETRY_AFTER,
+                },
                 (code, reason) => Self::Refused {
                     code,
                     reason: reason.to_owned(),
@@ -210,6 +218,20 @@ impl RrApi {
         let pp = PostParams::default();
         self.call(ApiVerb::create, 201, deadline, || self.api.create(&pp, rr))
             .await
+            .map_err(Self::retryable_on_create)
+    }
+
+    /// On a create, `NotFound` means the namespace or the RR resource type is not there (yet: a CRD
+    /// being installed, a namespace being created) and `Conflict` a storage-level race: both go
+    /// away by themselves, so they are retryable, never a final failure.
+    fn retryable_on_create(e: ApiError) -> ApiError {
+        match e {
+            ApiError::NotFound | ApiError::Conflict => ApiError::Unavailable {
+                detail: format!("create: {e}"),
+                retry_after: DEFAULT_RETRY_AFTER,
+            },
+            other => other,
+        }
     }
 
     /// A consistent read (no resourceVersion: served from etcd, not a cache). `None` when absent.
@@ -346,6 +368,41 @@ mod tests {
             api_err(422, "Invalid"),
             ApiError::Refused { code: 422, .. }
         ));
+    }
+
+    /// The answers a retry can fix, as the API server sends them (status, reason, cause).
+    #[test]
+    fn answers_a_retry_can_fix_are_unavailable() {
+        // The body kube-apiserver sends for a create in a namespace being deleted.
+        let terminating: Status = serde_json::from_value(json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403,
+            "reason": "Forbidden",
+            "message": "remediationrequests.kubernaut.ai \"x\" is forbidden: unable to create new content in namespace ns because it is being terminated",
+            "details": {"name": "x", "group": "kubernaut.ai", "kind": "remediationrequests",
+                "causes": [{"reason": "NamespaceTerminating", "field": "metadata.namespace",
+                    "message": "namespace ns is being terminated"}]},
+        }))
+        .unwrap();
+        let terminating = ApiError::classify(kube::Error::Api(Box::new(terminating)));
+        assert!(terminating.is_unavailable(), "{terminating:?}");
+        // The gateway's own RBAC or credentials: fixable by an operator, never the sender's fault.
+        assert!(api_err(403, "Forbidden").is_unavailable());
+        assert!(api_err(401, "Unauthorized").is_unavailable());
+        // A validating webhook that timed out (failurePolicy: Fail) answers 500 InternalError.
+        assert!(api_err(500, "InternalError").is_unavailable());
+        assert!(api_err(504, "Timeout").is_unavailable());
+        // Transport errors.
+        assert!(
+            ApiError::classify(kube::Error::Service("connection refused".into())).is_unavailable()
+        );
+        // On create: the CRD not served yet / the namespace missing, and a Conflict.
+        for e in [api_err(404, "NotFound"), api_err(409, "Conflict")] {
+            assert!(RrApi::retryable_on_create(e).is_unavailable());
+        }
+        assert!(RrApi::retryable_on_create(api_err(409, "AlreadyExists")).is_already_exists());
+        // What no retry fixes stays refused.
+        assert!(!RrApi::retryable_on_create(api_err(422, "Invalid")).is_unavailable());
+        assert!(!api_err(400, "BadRequest").is_unavailable());
     }
 
     #[test]

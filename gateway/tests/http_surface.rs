@@ -16,7 +16,7 @@ use namegate::admission::Admission;
 use namegate::apiserver::{Resilience, RrApi};
 use namegate::audit::store::AuditStore;
 use namegate::audit::writer::{AuditWriter, WriterConfig};
-use namegate::http::{self, Readiness, auth::AuthMode, ingest::Ingest};
+use namegate::http::{self, Readiness, auth::Auth, ingest::Ingest};
 use namegate::index::RrIndex;
 use namegate::occurrence::Occurrences;
 use namegate::pipeline::Pipeline;
@@ -77,7 +77,7 @@ async fn fixture() -> Fixture {
         ingest,
         namegate::audit::lookup::router(store),
         Readiness::new(index.clone()),
-        AuthMode::None,
+        Auth::None,
         &limits,
     );
     Fixture {
@@ -272,5 +272,135 @@ async fn an_unreachable_api_server_is_a_503_with_retry_after_never_a_429() {
     assert!(
         !b["detail"].as_str().unwrap().contains("127.0.0.1"),
         "no internal error text: {b}"
+    );
+}
+
+fn encode(registry: &prometheus_client::registry::Registry) -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
+    out
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_a_counted_problem_with_the_request_id() {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let router = http::with_problem_layers(
+        Router::new()
+            .route(
+                "/boom",
+                axum::routing::get(|| async {
+                    if true {
+                        panic!("handler bug with a secret in it");
+                    }
+                    "unreachable"
+                }),
+            )
+            .fallback(|| async { http::problem::Problem::not_found() }),
+        &metrics,
+    );
+    let resp = router
+        .clone()
+        .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let body: Value = serde_json::from_slice(&body.collect().await.unwrap().to_bytes()).unwrap();
+    assert_problem(
+        parts.status,
+        &parts.headers,
+        &body,
+        StatusCode::INTERNAL_SERVER_ERROR,
+    );
+    assert_eq!(
+        body["request_id"].as_str(),
+        parts.headers["x-request-id"].to_str().ok()
+    );
+    assert!(!body.to_string().contains("secret"), "{body}");
+    let text = encode(&registry);
+    assert!(
+        text.contains("namegate_http_handler_panics_total 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("namegate_http_problems_total{status=\"500\"} 1"),
+        "{text}"
+    );
+    // The router still serves after the panic.
+    let again = router
+        .oneshot(Request::get("/nothing").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+    assert!(
+        encode(&registry).contains("namegate_http_problems_total{status=\"404\"} 1"),
+        "every problem answer is counted"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_api_server_makes_authentication_answer_503_never_500() {
+    use namegate::auth::{AuthConfig, Authenticator, review::KubeReviewer};
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    // Port 9 (discard) on loopback: the TokenReview cannot be made.
+    let client =
+        kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+    let auth = Authenticator::new(
+        Arc::new(KubeReviewer::new(client, metrics.clone())),
+        AuthConfig {
+            namespace: "ns".into(),
+            resource_name: "namegate".into(),
+            ingest: "create services".parse().unwrap(),
+            lookup: "get services/audit".parse().unwrap(),
+            ttl: Duration::from_secs(30),
+            negative_ttl: Duration::from_secs(5),
+            max_entries: 16,
+        },
+        Some(metrics.clone()),
+    );
+    let router = http::with_problem_layers(
+        Router::new()
+            .route(
+                "/api/v1/signals/prometheus",
+                axum::routing::post(|| async { "admitted" }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                Auth::Kubernetes(Arc::new(auth)),
+                http::auth::layer,
+            )),
+        &metrics,
+    );
+    for _ in 0..2 {
+        let resp = router
+            .clone()
+            .oneshot(
+                Request::post("/api/v1/signals/prometheus")
+                    .header("authorization", "Bearer some-token")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let (parts, body) = resp.into_parts();
+        let body: Value =
+            serde_json::from_slice(&body.collect().await.unwrap().to_bytes()).unwrap();
+        assert_problem(
+            parts.status,
+            &parts.headers,
+            &body,
+            StatusCode::SERVICE_UNAVAILABLE,
+        );
+        assert!(parts.headers.contains_key("retry-after"));
+    }
+    // Not cached: each request tried again.
+    let text = encode(&registry);
+    assert!(
+        text.contains("namegate_auth_cache_lookups_total{cache=\"token\",result=\"miss\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("namegate_apiserver_requests_total{verb=\"tokenreview\",code=\"error\"} 2"),
+        "{text}"
     );
 }

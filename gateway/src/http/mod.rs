@@ -3,7 +3,8 @@
 //!
 //! Layers of the ingestion router, outermost first — the order is the design:
 //! 1. request ID (every response carries `X-Request-ID`);
-//! 2. problem rendering (every error leaves as RFC 7807 with that ID);
+//! 2. problem rendering (every error leaves as RFC 7807 with that ID, and is counted), then panic
+//!    catching (a panicking handler answers a counted 500 problem, the process keeps serving);
 //! 3. the server span (W3C `traceparent` accepted as its parent);
 //! 4. readiness gate (503 until the index has synced, and while draining);
 //! 5. load shedding (a concurrency limit that answers 503 + `Retry-After` at once — never 429, which
@@ -17,6 +18,7 @@ pub mod ingest;
 pub mod problem;
 pub mod request_id;
 pub mod server;
+pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +33,7 @@ use axum::routing::{get, post};
 use tokio::sync::Semaphore;
 
 use crate::index::RrIndex;
+use crate::telemetry::metrics::Metrics;
 use problem::Problem;
 
 /// Whether this replica should receive traffic.
@@ -156,10 +159,11 @@ pub fn ingestion_router(
     ingest: Arc<ingest::Ingest>,
     lookups: Router,
     readiness: Arc<Readiness>,
-    auth_mode: auth::AuthMode,
+    auth: auth::Auth,
     limits: &Limits,
 ) -> Router {
-    Router::new()
+    let metrics = ingest.metrics.clone();
+    let router = Router::new()
         .route("/api/v1/signals/prometheus", post(ingest::prometheus))
         .route(
             "/api/v1/signals/kubernetes-event",
@@ -170,10 +174,7 @@ pub fn ingestion_router(
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .fallback(|| async { Problem::not_found() })
         .layer(middleware::from_fn(require_json))
-        .layer(middleware::from_fn_with_state(
-            Arc::new(auth_mode),
-            auth::layer,
-        ))
+        .layer(middleware::from_fn_with_state(auth, auth::layer))
         .layer(middleware::from_fn_with_state(
             limits.request_timeout,
             deadline,
@@ -183,8 +184,24 @@ pub fn ingestion_router(
             shed_load,
         ))
         .layer(middleware::from_fn_with_state(readiness, readiness_gate))
-        .layer(middleware::from_fn(trace_span))
-        .layer(middleware::from_fn(problem::render))
+        .layer(middleware::from_fn(trace_span));
+    with_problem_layers(router, &metrics)
+}
+
+/// The outermost layers of the ingestion port, shared with tests: a panic in anything inside
+/// becomes a counted 500 problem (2.), every problem is rendered and counted (1.), every answer
+/// carries `X-Request-ID`.
+pub fn with_problem_layers(router: Router, metrics: &Metrics) -> Router {
+    let on_panic = {
+        let metrics = metrics.clone();
+        move |panic: Box<dyn std::any::Any + Send + 'static>| problem::panicked(&metrics, &*panic)
+    };
+    router
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
+        .layer(middleware::from_fn_with_state(
+            metrics.clone(),
+            problem::render,
+        ))
         .layer(middleware::from_fn(request_id::layer))
 }
 

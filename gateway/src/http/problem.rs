@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -20,6 +20,7 @@ use crate::admission::AdmissionError;
 use crate::http::request_id::RequestId;
 use crate::pipeline::Refusal;
 use crate::signal::InvalidSignal;
+use crate::telemetry::metrics::{Metrics, ProblemLabels};
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
 const TYPE_BASE: &str = "https://namegate.dev/problems/";
@@ -214,8 +215,48 @@ struct Rendered<'a> {
     request_id: &'a str,
 }
 
-/// Middleware: renders [`Problem`] extensions into `application/problem+json` bodies.
-pub async fn render(req: Request, next: Next) -> Response {
+/// Event: a problem answer left the gateway (`namegate_http_problems_total{status}`).
+#[derive(Debug)]
+struct ProblemAnswered {
+    status: StatusCode,
+}
+
+impl ProblemAnswered {
+    fn emit(&self, m: &Metrics) {
+        m.http_problems
+            .get_or_create(&ProblemLabels {
+                status: self.status.as_u16(),
+            })
+            .inc();
+    }
+}
+
+/// Event: a handler panicked; the request is answered with a 500 problem.
+#[derive(Debug)]
+pub struct HandlerPanicked;
+
+impl HandlerPanicked {
+    pub fn emit(&self, m: &Metrics) {
+        m.handler_panics.inc();
+    }
+}
+
+/// The answer to a request whose handler panicked (after `tower_http::catch_panic`): a 500 problem,
+/// rendered with the request ID by [`render`] like every other. The panic message is logged, never
+/// sent.
+pub fn panicked(metrics: &Metrics, panic: &(dyn std::any::Any + Send)) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %message, "request handler panicked");
+    HandlerPanicked.emit(metrics);
+    Problem::internal("the request failed unexpectedly; it has been logged").into_response()
+}
+
+/// Middleware: renders [`Problem`] extensions into `application/problem+json` bodies, and counts them.
+pub async fn render(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
     let instance = req.uri().path().to_owned();
     let request_id = req
         .extensions()
@@ -226,6 +267,10 @@ pub async fn render(req: Request, next: Next) -> Response {
     let Some(problem) = resp.extensions_mut().remove::<Problem>() else {
         return resp;
     };
+    ProblemAnswered {
+        status: problem.status,
+    }
+    .emit(&metrics);
     let body = Rendered {
         type_: problem.type_uri(),
         title: problem.title,
