@@ -1,4 +1,5 @@
-//! The accept loop: hyper with a header-read timeout (slowloris) and graceful draining.
+//! The accept loop: hyper with a header-read timeout (slowloris) and graceful draining; optionally
+//! TLS (`http::tls`), whose handshake is bounded by the same timeout.
 
 use std::time::Duration;
 
@@ -7,11 +8,24 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 /// Serves `router` on `listener` until `shutdown`, then waits up to `drain` for in-flight requests.
 pub async fn serve(
     listener: TcpListener,
+    router: Router,
+    header_read_timeout: Duration,
+    shutdown: CancellationToken,
+    drain: Duration,
+) {
+    serve_with_tls(listener, None, router, header_read_timeout, shutdown, drain).await
+}
+
+/// [`serve`], with TLS when `tls` is given.
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     router: Router,
     header_read_timeout: Duration,
     shutdown: CancellationToken,
@@ -36,16 +50,44 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let conn = builder.serve_connection(
-            TokioIo::new(stream),
-            TowerToHyperService::new(router.clone()),
-        );
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+        let service = TowerToHyperService::new(router.clone());
+        match &tls {
+            None => {
+                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
             }
-        });
+            Some(acceptor) => {
+                // The handshake runs in the connection's task, so a slow client cannot stall the
+                // accept loop; the header-read timeout bounds it too.
+                let (acceptor, builder) = (acceptor.clone(), builder.clone());
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let stream =
+                        match tokio::time::timeout(header_read_timeout, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!("TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let conn =
+                        watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     if tokio::time::timeout(drain, graceful.shutdown())
