@@ -242,6 +242,11 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// The gateway's metrics (the HTTP layers count problems and panics with them).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     pub fn new(admission: Admission, audit: AuditSink, metrics: Metrics) -> Self {
         Self {
             admission,

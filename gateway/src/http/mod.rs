@@ -162,7 +162,7 @@ pub fn ingestion_router(
     auth: auth::Auth,
     limits: &Limits,
 ) -> Router {
-    let metrics = ingest.metrics.clone();
+    let metrics = ingest.pipeline.metrics().clone();
     let router = Router::new()
         .route("/api/v1/signals/prometheus", post(ingest::prometheus))
         .route(
