@@ -118,3 +118,84 @@ pub fn sample_rr(fp: &Fingerprint, attempt: Attempt, workload: &str) -> Remediat
     )]));
     rr
 }
+
+/// The chart's RR name lock (`charts/namegate/templates/lock-policy.yaml`), rendered by the real helm (path
+/// in `HELM`) for release namespace `namespace`: the ValidatingAdmissionPolicy and its binding, as JSON.
+pub fn render_lock_policy(namespace: &str) -> Vec<serde_json::Value> {
+    use serde::Deserialize;
+    let helm = std::env::var_os("HELM").expect(
+        "HELM is not set: the lock policy tests render the chart with helm; run scripts/test (or \
+         `source scripts/lib/common.sh; source scripts/lib/helm.sh; ensure_helm`)",
+    );
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/namegate");
+    let out = std::process::Command::new(helm)
+        .args(["template", "ng", chart, "--namespace", namespace])
+        .args(["--show-only", "templates/lock-policy.yaml"])
+        .output()
+        .expect("running helm");
+    assert!(
+        out.status.success(),
+        "helm template --show-only templates/lock-policy.yaml failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("helm renders UTF-8");
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| serde_json::Value::deserialize(doc).expect("helm renders valid YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// Installs the chart's RR name lock for `namespace` (server-side apply of the policy and its binding) and
+/// waits until the API server enforces it: the policy plugin learns of new policies through its own
+/// informers, so a create right after the apply may still pass. Returns the policy's name.
+pub async fn install_lock_policy(client: &Client, namespace: &str) -> String {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let objects = render_lock_policy(namespace);
+    assert_eq!(objects.len(), 2, "the policy and its binding: {objects:?}");
+    let policy: ValidatingAdmissionPolicy =
+        serde_json::from_value(objects[0].clone()).expect("the first object is the policy");
+    let binding: ValidatingAdmissionPolicyBinding =
+        serde_json::from_value(objects[1].clone()).expect("the second object is the binding");
+    let policy_name = policy.metadata.name.clone().expect("the policy has a name");
+    let apply = PatchParams::apply("namegate-e2e").force();
+    Api::<ValidatingAdmissionPolicy>::all(client.clone())
+        .patch(&policy_name, &apply, &Patch::Apply(&policy))
+        .await
+        .expect("applying the lock policy");
+    let binding_name = binding
+        .metadata
+        .name
+        .clone()
+        .expect("the binding has a name");
+    Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+        .patch(&binding_name, &apply, &Patch::Apply(&binding))
+        .await
+        .expect("applying the lock policy binding");
+
+    // Probe with a dry-run create under a name that is not the lock, until it is refused by the policy.
+    let (fp, workload) = random_fingerprint();
+    let mut probe = sample_rr(&fp, Attempt::FIRST, &workload);
+    probe.metadata.name = Some(format!("rr-{}-probe", &fp.to_hex()[..12]));
+    let api: Api<RemediationRequest> = Api::namespaced(client.clone(), namespace);
+    let dry_run = PostParams {
+        dry_run: true,
+        field_manager: None,
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match api.create(&dry_run, &probe).await {
+            Err(kube::Error::Api(status)) if status.message.contains(&policy_name) => {
+                return policy_name;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("probing the lock policy: unexpected answer {e:?}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lock policy {policy_name} is not enforced within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

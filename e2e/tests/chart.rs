@@ -895,7 +895,20 @@ async fn defaults_are_production_shaped() {
             "RoleBinding",
             "Service",
             "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ])
+    );
+    // The RR name lock is on by default, enforcing, for the release namespace only (docs/creators.md).
+    let binding = one(&objects, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(
+        binding["spec"]["policyName"],
+        one(&objects, "ValidatingAdmissionPolicy")["metadata"]["name"]
+    );
+    assert_eq!(strs(&binding["spec"]["validationActions"]), ["Deny"]);
+    assert_eq!(
+        binding["spec"]["matchResources"]["namespaceSelector"]["matchLabels"],
+        json!({"kubernetes.io/metadata.name": "prod"})
     );
     for o in &objects {
         assert!(
@@ -1051,6 +1064,30 @@ async fn invalid_values_are_refused_with_the_setting_named() {
         "migration.enabled",
     );
     render_fails(&["podAntiAffinity=always"], "podAntiAffinity must be");
+    render_fails(
+        &["lockPolicy.validationActions={Allow}"],
+        "lockPolicy.validationActions: \"Allow\" is not Deny, Warn or Audit",
+    );
+    render_fails(
+        &["lockPolicy.validationActions=null"],
+        "lockPolicy.validationActions must list",
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs helm and the real kube-apiserver: run scripts/test"]
+async fn the_lock_policy_can_be_turned_off_or_made_to_warn() {
+    let off = render("prod", &["lockPolicy.enabled=false"]);
+    assert!(
+        off.iter()
+            .all(|o| !kind(o).starts_with("ValidatingAdmissionPolicy")),
+        "lockPolicy.enabled=false renders neither the policy nor its binding"
+    );
+    let warn = render("prod", &["lockPolicy.validationActions={Warn,Audit}"]);
+    assert_eq!(
+        strs(&one(&warn, "ValidatingAdmissionPolicyBinding")["spec"]["validationActions"]),
+        ["Warn", "Audit"]
+    );
 }
 
 #[tokio::test]
