@@ -8,6 +8,51 @@
 //!
 //! Nothing here performs I/O, so every rule can be tested exhaustively and reused by the gateway, the
 //! migration and the tools without pulling a runtime in.
+//!
+//! # For other RR creators
+//!
+//! The RR name is the lock: an RR for a workload can only be created under `name(fingerprint, n)`, so two
+//! creators racing for the same attempt get one `201` and one `409 AlreadyExists`. namegate's chart installs
+//! a ValidatingAdmissionPolicy that makes the API server refuse any other name (docs/creators.md), so a
+//! creator that is not the gateway — another controller, a script, an operator's tool — must compute names
+//! with this crate (or `namegate name`) and label each RR with its attempt:
+//!
+//! ```
+//! use crd_schema::{Attempt, Fingerprint, Target, meta, name};
+//!
+//! let target = Target {
+//!     cluster: None,
+//!     namespace: "prod".into(),
+//!     kind: "Deployment".into(),
+//!     name: "payment-api".into(),
+//!     api_version: Some("apps/v1".into()),
+//! };
+//! let fp: Fingerprint = target.fingerprint(); // sha256("prod:Deployment:payment-api")
+//! assert_eq!(target.fingerprint_input(), "prod:Deployment:payment-api");
+//!
+//! // Attempt 1 is `rr-` + 52 characters of base32; later attempts append `-n`.
+//! let first = name::name(&fp, Attempt::FIRST);
+//! assert_eq!(first.len(), name::BASE_LEN);
+//! let third = name::name(&fp, Attempt::new(3).unwrap());
+//! assert_eq!(third, format!("{first}-3"));
+//!
+//! // Names parse back; legacy and foreign names do not.
+//! let parsed = name::parse(&third).unwrap();
+//! assert_eq!((parsed.fingerprint, parsed.attempt.get()), (fp, 3));
+//! assert!(name::parse("rr-b157a3a9e42f-1c2b5576").is_err());
+//!
+//! // The label the lock policy checks on every create.
+//! let label = (meta::ATTEMPT_LABEL, parsed.attempt.to_string());
+//! assert_eq!(label, ("namegate.io/attempt", "3".to_string()));
+//!
+//! // `spec.signalFingerprint` is the lowercase hex of the digest; it parses back strictly.
+//! assert_eq!(fp.to_hex().parse::<Fingerprint>(), Ok(fp));
+//! ```
+//!
+//! Which attempt to create follows the phase rules in [`phase`]: while an RR of the fingerprint is
+//! suppressing ([`phase::PhaseView::is_suppressing`]) a new signal is a duplicate of it; after it ends, the
+//! next attempt is the highest existing one plus one ([`Attempt::next`]). The runnable example
+//! `crd-schema/examples/creator.rs` (`cargo run -p crd-schema --example creator`) builds a whole RR.
 #![forbid(unsafe_code)]
 
 pub mod correlation;

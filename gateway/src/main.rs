@@ -1,11 +1,11 @@
-//! The `namegate` command: `serve`, `fingerprint`, `crd`, `audit`.
+//! The `namegate` command: `serve`, `fingerprint`, `name`, `crd`, `audit`.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use crd_schema::{Attempt, Target, name};
+use crd_schema::{Attempt, Fingerprint, Target, name};
 use namegate::config::{Config, Settings};
 
 #[derive(Debug, Parser)]
@@ -39,6 +39,19 @@ enum Command {
         name: String,
         #[arg(long)]
         cluster: Option<String>,
+        /// `text` (labelled lines), or one bare value for scripts: `fingerprint`, `name`, `input`.
+        #[arg(long, value_enum, default_value_t = FingerprintOutput::Text)]
+        output: FingerprintOutput,
+    },
+    /// Print the RemediationRequest name of attempt N of a fingerprint: the only name under which the lock
+    /// policy lets any creator create that RR (docs/creators.md).
+    Name {
+        /// 64 lowercase hex characters (`spec.signalFingerprint`).
+        #[arg(long, value_parser = parse_fingerprint)]
+        fingerprint: Fingerprint,
+        /// 1 to 9999999.
+        #[arg(long, default_value = "1", value_parser = parse_attempt)]
+        attempt: Attempt,
     },
     /// Print the RemediationRequest CRD (generated from the Rust types).
     Crd,
@@ -47,6 +60,25 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum FingerprintOutput {
+    Text,
+    Fingerprint,
+    Name,
+    Input,
+}
+
+fn parse_fingerprint(s: &str) -> Result<Fingerprint, String> {
+    s.parse().map_err(|e| format!("{e}"))
+}
+
+fn parse_attempt(s: &str) -> Result<Attempt, String> {
+    s.parse::<u32>()
+        .ok()
+        .and_then(Attempt::new)
+        .ok_or_else(|| format!("an attempt is a whole number from 1 to {}", Attempt::MAX))
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,6 +129,7 @@ fn main() -> ExitCode {
             kind,
             name: workload,
             cluster,
+            output,
         } => {
             let target = Target {
                 cluster,
@@ -106,9 +139,24 @@ fn main() -> ExitCode {
                 api_version: None,
             };
             let fp = target.fingerprint();
-            println!("fingerprint: {fp}");
-            println!("input:       {}", target.fingerprint_input());
-            println!("rr name:     {}", name::name(&fp, Attempt::FIRST));
+            let rr_name = name::name(&fp, Attempt::FIRST);
+            match output {
+                FingerprintOutput::Text => {
+                    println!("fingerprint: {fp}");
+                    println!("input:       {}", target.fingerprint_input());
+                    println!("rr name:     {rr_name}");
+                }
+                FingerprintOutput::Fingerprint => println!("{fp}"),
+                FingerprintOutput::Name => println!("{rr_name}"),
+                FingerprintOutput::Input => println!("{}", target.fingerprint_input()),
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Name {
+            fingerprint,
+            attempt,
+        } => {
+            println!("{}", name::name(&fingerprint, attempt));
             ExitCode::SUCCESS
         }
         Command::Crd => {
