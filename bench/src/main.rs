@@ -5,6 +5,7 @@
 mod apimetrics;
 mod bare;
 mod load;
+mod lockpolicy;
 mod memory;
 mod payload;
 mod podlevel;

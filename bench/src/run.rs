@@ -66,11 +66,14 @@ pub struct RunArgs {
     #[arg(long, default_value = "12m", value_parser = humantime::parse_duration)]
     pub create_timeout: Duration,
     /// Sections to run (§1 always runs: the others need its RRs). 4 implies 2.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5")]
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6")]
     pub sections: Vec<u8>,
     /// PID of the API server process, to report its CPU time per RR in §3 (scripts/bench passes it).
     #[arg(long)]
     pub apiserver_pid: Option<u32>,
+    /// §6: RR creates timed with and without the lock policy (each).
+    #[arg(long, default_value_t = 600)]
+    pub lock_policy_creates: usize,
     /// The replicas' occurrence flush interval.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub flush_interval: Duration,
@@ -758,6 +761,10 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
             yes_no(rss_ready.max(rss_settled) < 100 * 1024 * 1024),
         );
         drop(mem_gw);
+    }
+    if want(6) {
+        eprintln!("bench: §6 the RR name lock policy's cost per create");
+        crate::lockpolicy::rows(&client, &mut report, args.lock_policy_creates).await?;
     }
     report.note(format!(
         "gateway RSS after §1–§4 ({} RRs indexed): {} (peak {}); at start: {}",
