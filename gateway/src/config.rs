@@ -95,6 +95,11 @@ pub struct Settings {
     #[arg(long, env = "NAMEGATE_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde")]
     pub header_read_timeout: Option<Duration>,
+    /// Time allowed to send a request body, counted from the first byte after the headers: a slow body
+    /// is cut off (408) and frees its concurrency slot long before the request deadline [default: 5s]
+    #[arg(long, env = "NAMEGATE_BODY_READ_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub body_read_timeout: Option<Duration>,
     /// After SIGTERM, time /readyz reports 503 while still serving, so endpoints drop this pod [default: 5s]
     #[arg(long, env = "NAMEGATE_SHUTDOWN_DELAY", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde")]
@@ -162,6 +167,7 @@ pub struct Config {
     pub flush_interval: Duration,
     pub request_timeout: Duration,
     pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
     pub shutdown_delay: Duration,
     pub drain_timeout: Duration,
     pub max_concurrency: usize,
@@ -220,7 +226,7 @@ impl Settings {
             audit_spill_path, audit_checkpoint_path, audit_spill_budget_bytes, audit_queue_capacity, audit_queue_budget_bytes,
             auth, auth_service_name, auth_ingest_permission, auth_lookup_permission, auth_cache_ttl,
             auth_negative_cache_ttl, auth_cache_max_entries, tls_cert_file, tls_key_file, flush_interval,
-            request_timeout, header_read_timeout, shutdown_delay, drain_timeout, max_concurrency,
+            request_timeout, header_read_timeout, body_read_timeout, shutdown_delay, drain_timeout, max_concurrency,
             max_alerts_per_batch, log_format, log_level, otlp_endpoint, fault_freeze_index, scope,
             resolve_targets, target_cache_ttl, target_cache_capacity)
     }
@@ -381,6 +387,11 @@ impl Config {
             header_read_timeout: positive(
                 "header-read-timeout",
                 s.header_read_timeout,
+                Duration::from_secs(5),
+            )?,
+            body_read_timeout: positive(
+                "body-read-timeout",
+                s.body_read_timeout,
                 Duration::from_secs(5),
             )?,
             shutdown_delay: s.shutdown_delay.unwrap_or(Duration::from_secs(5)),

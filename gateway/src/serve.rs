@@ -138,6 +138,7 @@ pub async fn run(cfg: Config) -> Result<(), ServeError> {
             ..AdapterConfig::default()
         },
         request_timeout: cfg.request_timeout,
+        body_read_timeout: cfg.body_read_timeout,
     });
     let limits = http::Limits {
         max_concurrency: cfg.max_concurrency,

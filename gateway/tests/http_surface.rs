@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use futures::StreamExt;
 use http_body_util::BodyExt;
 use kube::runtime::watcher;
 use namegate::adapters::AdapterConfig;
@@ -68,6 +69,7 @@ async fn fixture() -> Fixture {
         ),
         adapters: AdapterConfig::default(),
         request_timeout: Duration::from_secs(2),
+        body_read_timeout: BODY_READ_TIMEOUT,
     });
     let limits = http::Limits {
         max_concurrency: 8,
@@ -138,6 +140,66 @@ fn assert_problem(
 }
 
 const PROM: &str = "/api/v1/signals/prometheus";
+const BODY_READ_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// A body that sends its first bytes and then stalls until the receiver gives up.
+fn stalled_body() -> Body {
+    let first = futures::stream::iter([Ok::<_, std::io::Error>(b"{\"alerts\":[".to_vec())]);
+    Body::from_stream(first.chain(futures::stream::pending()))
+}
+
+#[tokio::test]
+async fn a_slow_body_is_cut_off_by_its_own_timeout_and_frees_its_slot() {
+    let f = fixture().await;
+    synced(&f);
+    // As many stalled bodies as the replica has slots (8): each is cut off after the body timeout,
+    // far from the 2 s request deadline, and answered 408.
+    let started = tokio::time::Instant::now();
+    let stalled = (0..8).map(|_| send(&f, post(PROM, Some("application/json"), stalled_body())));
+    for (s, h, b) in futures::future::join_all(stalled).await {
+        assert_problem(s, &h, &b, StatusCode::REQUEST_TIMEOUT);
+        assert!(b["detail"].as_str().unwrap().contains("300 ms"), "{b}");
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "stalled bodies held their slots for {took:?}, not the body timeout"
+    );
+    // Their slots are free again: the next request reaches the adapter (400), not the shedder (503).
+    let (s, _, _) = send(&f, post(PROM, Some("application/json"), "{}")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_batch_that_expands_past_its_byte_budget_is_a_413() {
+    let f = fixture().await;
+    synced(&f);
+    // 15 common annotations of 16 KiB (the per-value cap), then many tiny alerts: each alert would
+    // carry all of them once merged. The request is refused before anything is admitted.
+    let common: serde_json::Map<String, Value> = (0..15)
+        .map(|i| (format!("a{i}"), Value::String("x".repeat(16 * 1024 - 64))))
+        .collect();
+    let alerts: Vec<Value> = (0..200)
+        .map(|i| serde_json::json!({"labels": {"deployment": format!("d{i}")}}))
+        .collect();
+    let body = serde_json::json!({
+        "version": "4",
+        "commonLabels": {"alertname": "A", "namespace": "ns"},
+        "commonAnnotations": common,
+        "alerts": alerts,
+    })
+    .to_string();
+    assert!(body.len() < 256 * 1024, "{} bytes", body.len());
+    let (s, h, b) = send(&f, post(PROM, Some("application/json"), body)).await;
+    assert_problem(s, &h, &b, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        b["detail"]
+            .as_str()
+            .unwrap()
+            .contains("commonLabels and commonAnnotations are merged"),
+        "{b}"
+    );
+}
 
 #[tokio::test]
 async fn not_ready_until_the_index_has_synced() {

@@ -31,7 +31,9 @@
 //! - provider data (JSON text, every key always present, `null` when absent):
 //!   `{"groupKey", "receiver", "externalURL", "generatorURL", "alertFingerprint",
 //!   "truncatedAlerts"}` — `alertFingerprint` is Alertmanager's own per-alert fingerprint.
-//! - original payload = the alert's JSON exactly as sent.
+//! - original payload = the alert's JSON exactly as sent, or its summary past the payload budget.
+//! - Bytes: labels, annotations, payload and provider data fit per-RR budgets, and the whole batch
+//!   must not decode into more than its budget (413) — see [`super::limits`].
 //!
 //! # Target (§4)
 //!
@@ -69,7 +71,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::freshness::{check_starts_at, check_x_timestamp};
-use super::limits::{MapKind, cap_map, check_map, quote, truncate_chars};
+use super::limits::{
+    MapKind, RequestBudget, cap_map, check_map, fit_signal, quote, signal_bytes, truncate_chars,
+    truncate_string,
+};
 use super::{
     AdapterConfig, MAX_CLUSTER_LEN, MAX_NAME_LEN, MAX_SEVERITY_LEN, RequestError, body_error,
     body_text, control_problem, duplicate_field, field_key, map_control_problem, namespace_problem,
@@ -292,19 +297,27 @@ pub fn decode_alertmanager(
 
     let batch = decode_batch(&envelope, cfg)?;
     let mut newest: Option<(usize, Timestamp)> = None;
-    let decoded = alerts
-        .iter()
-        .enumerate()
-        .map(|(i, raw)| {
-            let (decoded, starts_at) = decode_alert(i, raw, &batch, now, cfg);
-            if let Some(t) = starts_at
-                && newest.is_none_or(|(_, n)| t > n)
-            {
-                newest = Some((i, t));
-            }
-            decoded
-        })
-        .collect();
+    // Bytes, not counts: decoding stops as soon as the batch has expanded past its budget, so a
+    // crafted batch never holds more than that in memory (see `limits`).
+    let mut budget = RequestBudget::new(&cfg.limits);
+    let mut decoded = Vec::with_capacity(alerts.len());
+    for (i, raw) in alerts.iter().enumerate() {
+        let (d, starts_at) = decode_alert(i, raw, &batch, now, cfg);
+        if let Some(t) = starts_at
+            && newest.is_none_or(|(_, n)| t > n)
+        {
+            newest = Some((i, t));
+        }
+        let bytes = match &d {
+            Decoded::Signal(s) => signal_bytes(s),
+            Decoded::Resolved { name, .. } => name.len(),
+            Decoded::Invalid(e) => e.field.len() + e.detail.len(),
+        };
+        if budget.take(bytes).is_err() {
+            return Err(RequestError::Expands { max: budget.max() });
+        }
+        decoded.push(d);
+    }
 
     if x_timestamp.is_none()
         && let Some((i, t)) = newest
@@ -332,10 +345,19 @@ fn decode_batch(envelope: &Envelope<'_>, cfg: &AdapterConfig) -> Result<Batch, R
     )
     .map_err(to_request)?;
     let cluster = cluster_id(&common_labels, "commonLabels.cluster").map_err(to_request)?;
+    // Copied into every alert's providerData: bounded once here.
+    let provider_field = |raw, field| {
+        string(raw, field).map(|v: Option<String>| {
+            v.map(|mut v| {
+                truncate_string(&mut v, cfg.limits.max_provider_field_bytes);
+                v
+            })
+        })
+    };
     Ok(Batch {
-        group_key: string(envelope.group_key, "groupKey")?,
-        receiver: string(envelope.receiver, "receiver")?,
-        external_url: string(envelope.external_url, "externalURL")?,
+        group_key: provider_field(envelope.group_key, "groupKey")?,
+        receiver: provider_field(envelope.receiver, "receiver")?,
+        external_url: provider_field(envelope.external_url, "externalURL")?,
         truncated_alerts: parse_opt::<u64>(
             envelope.truncated_alerts,
             "truncatedAlerts",
@@ -466,8 +488,14 @@ fn decode_alert_inner(
                 )
             })?),
         };
-    let generator_url = parse_opt::<String>(alert.generator_url, &at("generatorURL"), "a string")?;
-    let alert_fingerprint = parse_opt::<String>(alert.fingerprint, &at("fingerprint"), "a string")?;
+    let bounded = |mut v: String| {
+        truncate_string(&mut v, cfg.limits.max_provider_field_bytes);
+        v
+    };
+    let generator_url =
+        parse_opt::<String>(alert.generator_url, &at("generatorURL"), "a string")?.map(bounded);
+    let alert_fingerprint =
+        parse_opt::<String>(alert.fingerprint, &at("fingerprint"), "a string")?.map(bounded);
     let own_annotations =
         parse_string_map(alert.annotations, &at("annotations"))?.unwrap_or_default();
     let mut annotations = merge(&batch.common_annotations, own_annotations);
@@ -491,7 +519,7 @@ fn decode_alert_inner(
     })
     .ok();
 
-    let signal = Signal {
+    let mut signal = Signal {
         source: Source::Prometheus,
         name,
         severity,
@@ -504,6 +532,7 @@ fn decode_alert_inner(
         provider_data,
         original_payload: raw.get().to_owned(),
     };
+    fit_signal(&mut signal, &cfg.limits);
     Ok(Alert::Firing(Box::new(signal), starts_at))
 }
 

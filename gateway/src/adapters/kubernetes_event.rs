@@ -59,7 +59,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::freshness::check_event_time;
-use super::limits::{MapKind, cap_map, quote};
+use super::limits::{MapKind, cap_map, fit_signal, quote};
 use super::{
     AdapterConfig, RequestError, body_error, body_text, is_kind, known_kind, map_control_problem,
     namespace_problem, object_name_problem, parse_opt, parse_time, signal_name_problem,
@@ -389,7 +389,7 @@ fn decode_signal(
     })
     .ok();
 
-    Ok(Signal {
+    let mut signal = Signal {
         source: Source::KubernetesEvents,
         name: reason,
         severity: severity.to_owned(),
@@ -401,7 +401,9 @@ fn decode_signal(
         received_time: now,
         provider_data,
         original_payload: text.to_owned(),
-    })
+    };
+    fit_signal(&mut signal, &cfg.limits);
+    Ok(signal)
 }
 
 fn event_target(object: &ObjectRef, ref_field: &str) -> Result<Target, InvalidSignal> {

@@ -19,6 +19,26 @@
 //! signal: the full text stays available in `spec.originalPayload`. Names are refused because a
 //! truncated name could merge two different labels into one.
 //!
+//! # Bounded by bytes, not counts (docs/limits.md)
+//!
+//! Counts alone let one 256 KiB request become hundreds of MB: `commonAnnotations` are merged into
+//! every alert of a batch, so 240 KiB of common annotations and 1,000 one-label alerts decode into
+//! 1,000 signals of 240 KiB each — in the gateway's memory and then in 1,000 etcd objects. So bytes
+//! are bounded twice:
+//!
+//! | what                                        | over the budget                                   |
+//! |---------------------------------------------|---------------------------------------------------|
+//! | label values of one RR, in total            | truncated, largest values first ([`fit_values`])  |
+//! | annotation values of one RR, in total       | truncated, largest values first                   |
+//! | `spec.originalPayload` of one RR            | replaced by a summary ([`payload_summary`])       |
+//! | `spec.providerData` strings (URLs, group key)| truncated at a character boundary                |
+//! | everything one request decodes into        | the request is refused: 413 ([`RequestBudget`])   |
+//!
+//! Truncation, as for single values (the kubernaut gateway also truncates values rather than drop the
+//! alert): an oversize alert is still an incident that needs a remediation. The whole request is refused
+//! only when it *expands*: Alertmanager repeats the common labels inside every alert, so a real webhook
+//! decodes into about twice its own size; only a crafted batch reaches four times the body limit.
+//!
 //! Fingerprints are always computed from untruncated values; target names and namespaces have
 //! their own Kubernetes length rules (see [`super`], "Target identity"), so no truncation can
 //! change an identity.
@@ -42,6 +62,17 @@ pub struct Limits {
     pub max_annotation_key_len: usize,
     /// Longest annotation value on the RR, in bytes; longer values are truncated.
     pub max_annotation_value_len: usize,
+    /// Bytes of all label values of one RR together; over it the largest are truncated.
+    pub max_label_bytes: usize,
+    /// Bytes of all annotation values of one RR together; over it the largest are truncated.
+    pub max_annotation_bytes: usize,
+    /// Longest `spec.originalPayload`; a longer one is replaced by its [`payload_summary`].
+    pub max_payload_bytes: usize,
+    /// Longest string copied from a batch into each alert's `spec.providerData` (group key, URLs).
+    pub max_provider_field_bytes: usize,
+    /// Bytes one request may decode into (labels, annotations, payloads, provider data of all its
+    /// signals); over it the request is refused with 413.
+    pub max_request_decoded_bytes: usize,
 }
 
 impl Default for Limits {
@@ -53,7 +84,109 @@ impl Default for Limits {
             max_annotations: 64,
             max_annotation_key_len: 256,
             max_annotation_value_len: 16 * 1024,
+            max_label_bytes: 16 * 1024,
+            max_annotation_bytes: 32 * 1024,
+            max_payload_bytes: 32 * 1024,
+            max_provider_field_bytes: 2 * 1024,
+            // Four times the body limit: a real webhook decodes into about twice its size.
+            max_request_decoded_bytes: 4 * crate::http::ingest::MAX_BODY_BYTES,
         }
+    }
+}
+
+/// Truncates the values of `map` so that together they are at most `max_bytes` long, cutting the
+/// largest first ("water-filling": every value longer than some cap is cut to that cap, shorter
+/// ones are untouched; the cap is the largest that fits). Returns whether anything was cut.
+pub fn fit_values(map: &mut BTreeMap<String, String>, max_bytes: usize) -> bool {
+    let total: usize = map.values().map(String::len).sum();
+    if total <= max_bytes {
+        return false;
+    }
+    let mut sizes: Vec<usize> = map.values().map(String::len).collect();
+    sizes.sort_unstable();
+    // The largest cap c with Σ min(size, c) ≤ max_bytes: walk the sizes in ascending order.
+    let mut remaining = max_bytes;
+    let mut cap = 0;
+    for (i, &size) in sizes.iter().enumerate() {
+        let left = sizes.len() - i;
+        if size * left <= remaining {
+            remaining -= size;
+            cap = size;
+        } else {
+            cap = remaining / left;
+            break;
+        }
+    }
+    for value in map.values_mut() {
+        truncate_string(value, cap);
+    }
+    true
+}
+
+/// What replaces an oversize `spec.originalPayload`: valid JSON that says so, with the original's
+/// size and SHA-256 (to match it against the sender's copy) and its first bytes for a human.
+pub fn payload_summary(payload: &str, max_bytes: usize) -> String {
+    use sha2::{Digest, Sha256};
+    // The prefix is escaped into JSON, which may grow it up to 6×; keep the whole summary in budget.
+    let head = truncate_utf8(payload, max_bytes.saturating_sub(256) / 6);
+    serde_json::json!({
+        "namegateTruncated": {
+            "reason": format!("originalPayload of {} bytes exceeds the limit of {max_bytes}", payload.len()),
+            "originalBytes": payload.len(),
+            "sha256": hex::encode(Sha256::digest(payload.as_bytes())),
+            "head": head,
+        }
+    })
+    .to_string()
+}
+
+/// Applies the per-RR byte budgets to a decoded signal (labels, annotations, original payload).
+pub(crate) fn fit_signal(signal: &mut crate::signal::Signal, limits: &Limits) {
+    fit_values(&mut signal.labels, limits.max_label_bytes);
+    fit_values(&mut signal.annotations, limits.max_annotation_bytes);
+    if signal.original_payload.len() > limits.max_payload_bytes {
+        signal.original_payload =
+            payload_summary(&signal.original_payload, limits.max_payload_bytes);
+    }
+}
+
+/// Bytes a decoded signal holds in its variable-size fields (what a request's budget counts).
+pub(crate) fn signal_bytes(signal: &crate::signal::Signal) -> usize {
+    let map =
+        |m: &BTreeMap<String, String>| m.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    map(&signal.labels)
+        + map(&signal.annotations)
+        + signal.original_payload.len()
+        + signal.provider_data.as_ref().map_or(0, String::len)
+}
+
+/// Counts what one request decodes into, against [`Limits::max_request_decoded_bytes`].
+#[derive(Debug)]
+pub(crate) struct RequestBudget {
+    used: usize,
+    max: usize,
+}
+
+impl RequestBudget {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        Self {
+            used: 0,
+            max: limits.max_request_decoded_bytes,
+        }
+    }
+
+    /// Adds `bytes`; `Err` with the total once the budget is exceeded.
+    pub(crate) fn take(&mut self, bytes: usize) -> Result<(), usize> {
+        self.used = self.used.saturating_add(bytes);
+        if self.used > self.max {
+            Err(self.used)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn max(&self) -> usize {
+        self.max
     }
 }
 
@@ -234,6 +367,54 @@ mod tests {
     }
 
     #[test]
+    fn value_budget_cuts_the_largest_values_first() {
+        let mut m: BTreeMap<String, String> = [
+            ("small".to_owned(), "x".repeat(10)),
+            ("mid".to_owned(), "y".repeat(100)),
+            ("big".to_owned(), "z".repeat(1000)),
+        ]
+        .into();
+        assert!(!fit_values(&mut m.clone(), 1110), "fits exactly");
+        assert!(fit_values(&mut m, 300));
+        assert_eq!(m["small"].len(), 10, "small values are untouched");
+        assert_eq!(m["mid"].len(), 100);
+        assert_eq!(m["big"].len(), 190, "the largest takes what is left");
+        let mut m: BTreeMap<String, String> = [
+            ("a".to_owned(), "é".repeat(100)),
+            ("b".to_owned(), "é".repeat(100)),
+        ]
+        .into();
+        assert!(fit_values(&mut m, 101));
+        assert_eq!(
+            (m["a"].len(), m["b"].len()),
+            (50, 50),
+            "cut on character boundaries"
+        );
+    }
+
+    #[test]
+    fn an_oversize_payload_becomes_a_bounded_json_summary() {
+        let payload = format!("{{\"labels\":{{\"x\":\"{}\"}}}}", "\u{1}".repeat(10_000));
+        let summary = payload_summary(&payload, 1024);
+        assert!(summary.len() <= 1024, "{} bytes", summary.len());
+        let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
+        assert_eq!(v["namegateTruncated"]["originalBytes"], payload.len());
+        assert_eq!(v["namegateTruncated"]["sha256"].as_str().unwrap().len(), 64);
+        assert!(payload.starts_with(v["namegateTruncated"]["head"].as_str().unwrap()));
+    }
+
+    #[test]
+    fn request_budget_refuses_past_its_maximum() {
+        let mut b = RequestBudget::new(&Limits {
+            max_request_decoded_bytes: 10,
+            ..Limits::default()
+        });
+        assert_eq!(b.take(6), Ok(()));
+        assert_eq!(b.take(4), Ok(()));
+        assert_eq!(b.take(1), Err(11));
+    }
+
+    #[test]
     fn quoting_escapes_and_bounds() {
         assert_eq!(quote("a\nb"), "\"a\\nb\"");
         let long = "x".repeat(100);
@@ -241,6 +422,25 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn value_budget_is_met_and_keeps_prefixes(
+            m in proptest::collection::btree_map("[a-z]{1,8}", any::<String>(), 0..12),
+            max in 0usize..400,
+        ) {
+            let mut fitted = m.clone();
+            fit_values(&mut fitted, max);
+            let total: usize = fitted.values().map(String::len).sum();
+            let before: usize = m.values().map(String::len).sum();
+            if before <= max {
+                prop_assert_eq!(&fitted, &m);
+            } else {
+                prop_assert!(total <= max);
+            }
+            for (k, v) in &fitted {
+                prop_assert!(m[k].starts_with(v.as_str()));
+            }
+        }
+
         #[test]
         fn truncation_is_a_valid_bounded_prefix(s in any::<String>(), max in 0usize..64) {
             let t = truncate_utf8(&s, max);

@@ -28,7 +28,8 @@
 //! size limit on a request. The kubernaut gateway had a second, smaller cap (100 KiB) inside its
 //! Prometheus adapter, so bodies between 100 and 256 KiB passed the HTTP layer and were then
 //! refused with a misleading 400 (contract §12). Here adapters bound what they produce — alerts
-//! per batch, labels and annotations per signal ([`limits`]) — never the bytes they are given.
+//! per batch, labels and annotations per signal, the bytes of each RR and of everything one request
+//! decodes into ([`limits`], docs/limits.md) — never the bytes they are given.
 //!
 //! # Target identity
 //!
@@ -133,6 +134,12 @@ pub enum RequestError {
     /// A `Normal` Kubernetes Event: informational, nothing to remediate.
     #[error("type: Normal events are not accepted; only Warning and Error")]
     NormalEvent,
+    /// The batch decodes into more bytes than [`Limits::max_request_decoded_bytes`] (common labels
+    /// and annotations are merged into every alert): 413, see [`limits`].
+    #[error(
+        "alerts: the batch expands to more than {max} bytes once commonLabels and commonAnnotations are merged into its alerts"
+    )]
+    Expands { max: usize },
     /// Replay protection: `X-Timestamp`, `startsAt` or an Event time outside its window.
     #[error("{field}: {detail}")]
     Freshness { field: String, detail: String },
@@ -157,7 +164,7 @@ impl RequestError {
     pub fn field(&self) -> &str {
         match self {
             Self::Malformed { field, .. } | Self::Freshness { field, .. } => field,
-            Self::TooManyAlerts { .. } => "alerts",
+            Self::TooManyAlerts { .. } | Self::Expands { .. } => "alerts",
             Self::NormalEvent => "type",
         }
     }
@@ -170,6 +177,10 @@ impl RequestError {
                 format!("{count} alerts exceed the limit of {max} per request")
             }
             Self::NormalEvent => "Normal events are not accepted; only Warning and Error".into(),
+            Self::Expands { max } => format!(
+                "the batch expands to more than {max} bytes once commonLabels and commonAnnotations \
+                 are merged into its alerts; send fewer alerts or fewer common annotations per request"
+            ),
         }
     }
 
@@ -181,7 +192,12 @@ impl RequestError {
             Self::TooManyAlerts { .. } => "too_many_alerts",
             Self::NormalEvent => "normal_event",
             Self::Freshness { .. } => "stale",
+            Self::Expands { .. } => "expands",
         }
+    }
+
+    pub fn is_expands(&self) -> bool {
+        matches!(self, Self::Expands { .. })
     }
 
     pub fn is_malformed(&self) -> bool {

@@ -37,6 +37,8 @@ pub struct Ingest {
     pub pipeline: Pipeline,
     pub adapters: AdapterConfig,
     pub request_timeout: Duration,
+    /// The body's own deadline, shorter than the request's (docs/limits.md).
+    pub body_read_timeout: Duration,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -50,8 +52,9 @@ pub struct Summary {
 }
 
 /// Reads the body under the one limit: `Content-Length` is checked before a byte is read, and a
-/// chunked body is cut off at the limit.
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Problem> {
+/// chunked body is cut off at the limit. A body that has not arrived within `timeout` is cut off
+/// (408), so a slow sender holds its concurrency slot for that long, not for the request deadline.
+async fn read_body(headers: &HeaderMap, body: Body, timeout: Duration) -> Result<Bytes, Problem> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -59,7 +62,12 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Problem> {
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(Problem::payload_too_large(MAX_BODY_BYTES));
     }
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+    let Ok(read) =
+        tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect()).await
+    else {
+        return Err(Problem::body_timeout(timeout));
+    };
+    match read {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -78,7 +86,7 @@ pub async fn prometheus(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    let bytes = read_body(&headers, body).await?;
+    let bytes = read_body(&headers, body, ingest.body_read_timeout).await?;
     // A header that is present but not text must fail the replay check, not count as absent.
     let x_timestamp = headers
         .get("x-timestamp")
@@ -156,7 +164,7 @@ pub async fn kubernetes_event(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    let bytes = read_body(&headers, body).await?;
+    let bytes = read_body(&headers, body, ingest.body_read_timeout).await?;
     let decoded = adapters::decode_kubernetes_event(&bytes, Timestamp::now(), &ingest.adapters)
         .map_err(|e| Problem::from(&e))?;
     let origin = ingest.origin(&request_id, &caller);

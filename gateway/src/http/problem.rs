@@ -106,6 +106,19 @@ impl Problem {
         )
     }
 
+    /// The body did not arrive within its own deadline; the connection's slot is freed.
+    pub fn body_timeout(timeout: Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body-timeout",
+            "Request body timeout",
+            format!(
+                "the request body did not arrive within {} ms",
+                timeout.as_millis()
+            ),
+        )
+    }
+
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
@@ -147,7 +160,16 @@ impl Problem {
 
 impl From<&RequestError> for Problem {
     fn from(e: &RequestError) -> Self {
-        Self::invalid(format!("{}: {}", e.field(), e.detail()))
+        let detail = format!("{}: {}", e.field(), e.detail());
+        if e.is_expands() {
+            return Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+                detail,
+            );
+        }
+        Self::invalid(detail)
     }
 }
 
