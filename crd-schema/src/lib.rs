@@ -57,6 +57,7 @@
 
 pub mod correlation;
 pub mod fingerprint;
+pub mod kubernaut;
 pub mod name;
 pub mod phase;
 pub mod rr;
@@ -75,4 +76,14 @@ pub mod meta {
     pub const ATTEMPT_LABEL: &str = "namegate.io/attempt";
     /// The correlation ID of the RR's audit trail (its name for new RRs).
     pub const CORRELATION_ANNOTATION: &str = "namegate.io/correlation-id";
+    /// Prefix of the per-replica occurrence totals: `occurrences.namegate.io/<instance>` holds the
+    /// absolute number of occurrences that gateway process counted for this object (decimal text).
+    /// Annotations, not status: a whole-status replacement by another writer cannot wipe them.
+    pub const OCCURRENCES_PREFIX: &str = "occurrences.namegate.io/";
+    /// Occurrences counted before any gateway process wrote its own total (the migration, an
+    /// earlier gateway): the base the per-replica totals add to.
+    pub const OCCURRENCES_BASE_ANNOTATION: &str = "namegate.io/occurrences-base";
+    /// The admission attempt that created the RR (a UUID): lets the request that made it recognise
+    /// its own create after the answer to it was lost.
+    pub const CREATED_BY_ANNOTATION: &str = "namegate.io/created-by";
 }

@@ -64,7 +64,8 @@ pub const PLURAL: &str = "remediationrequests";
 #[serde(rename_all = "camelCase")]
 pub struct RemediationRequestSpec {
     /// Lowercase hex SHA-256 of the target identity.
-    #[schemars(regex(pattern = r"^[a-f0-9]{64}$"))]
+    #[schemars(regex(pattern = r"^[a-f0-9]{64}$"), length(max = 64))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("signalFingerprint is immutable"))]
     pub signal_fingerprint: String,
     #[schemars(length(min = 1, max = 253))]
     pub signal_name: String,
@@ -140,36 +141,68 @@ pub struct RemediationRequestStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_expiry_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::kubernaut::conditions")]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_status: Option<CompletionStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing_status: Option<RoutingStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::kubernaut::phase_progress")]
     pub phase_progress: Option<OpaqueObject>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::kubernaut::workflow_selection")]
     pub workflow_selection: Option<OpaqueObject>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::kubernaut::operator_audit")]
     pub operator_audit: Option<OpaqueObject>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_config: Option<TimeoutConfig>,
 }
 
-/// Occurrence accounting (contract §7a), written only by the gateway.
+/// Occurrence accounting (contract §7a), written only by the gateway. No field is required, like in
+/// kubernaut's schema: a writer whose structs omit zero values (`omitempty`) must be accepted, and a
+/// missing time reads as the Unix epoch ([`Deduplication::first_seen`] treats it as unknown).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Deduplication {
+    #[serde(default = "epoch")]
     pub first_seen_at: Time,
+    #[serde(default = "epoch")]
     pub last_seen_at: Time,
-    /// The total: the sum of `replicaCounts` plus whatever earlier writers counted without it.
+    /// The total. Derived by the gateway from the per-replica totals it keeps in the RR's
+    /// `occurrences.namegate.io/*` annotations (see `docs/reliability.md`), so another writer that
+    /// replaces the whole status cannot make it count anything twice.
+    #[serde(default)]
     #[schemars(range(min = 0))]
     pub occurrence_count: i32,
-    /// Occurrences counted by each gateway replica (keyed by its instance ID), each written as an
-    /// absolute value by that replica alone, so a status write retried after an unknown outcome
-    /// (a timeout after the API server applied it) can never count the same occurrences twice.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub replica_counts: BTreeMap<String, i32>,
 }
+
+fn epoch() -> Time {
+    Time(jiff::Timestamp::UNIX_EPOCH)
+}
+
+impl Deduplication {
+    /// `firstSeenAt`, unless a writer left it out.
+    pub fn first_seen(&self) -> Option<jiff::Timestamp> {
+        Some(self.first_seen_at.0).filter(|t| *t != jiff::Timestamp::UNIX_EPOCH)
+    }
+
+    /// `lastSeenAt`, unless a writer left it out.
+    pub fn last_seen(&self) -> Option<jiff::Timestamp> {
+        Some(self.last_seen_at.0).filter(|t| *t != jiff::Timestamp::UNIX_EPOCH)
+    }
+}
+
+/// The outcomes of `completionStatus.outcome`, as kubernaut's schema lists them.
+pub const OUTCOMES: [&str; 6] = [
+    "Remediated",
+    "NoActionRequired",
+    "ManualReviewRequired",
+    "VerificationTimedOut",
+    "Inconclusive",
+    "DryRun",
+];
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum Outcome {
@@ -185,6 +218,7 @@ pub enum Outcome {
 #[serde(rename_all = "camelCase")]
 pub struct CompletionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = OUTCOMES))]
     pub outcome: Option<Outcome>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_phase: Option<String>,
@@ -193,12 +227,15 @@ pub struct CompletionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requires_manual_review: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = crate::phase::ALL_PHASES))]
     pub timeout_phase: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::kubernaut::notification_request_refs")]
     pub notification_request_refs: Vec<OpaqueObject>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["Pending", "InProgress", "Sent", "Failed", "Cancelled"]))]
     pub notification_status: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_notification_sent: Option<bool>,
@@ -241,12 +278,16 @@ pub struct RoutingStatus {
 #[serde(rename_all = "camelCase")]
 pub struct TimeoutConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "duration"))]
     pub global: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "duration"))]
     pub processing: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "duration"))]
     pub analyzing: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "duration"))]
     pub executing: Option<String>,
 }
 

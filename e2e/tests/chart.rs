@@ -429,6 +429,8 @@ fn assert_least_privilege_with(
             ("kubernaut.ai", "remediationrequests", "list"),
             ("kubernaut.ai", "remediationrequests", "watch"),
             ("kubernaut.ai", "remediationrequests", "create"),
+            // Metadata patches of the per-replica occurrence totals (docs/reliability.md).
+            ("kubernaut.ai", "remediationrequests", "patch"),
             ("kubernaut.ai", "remediationrequests/status", "get"),
             ("kubernaut.ai", "remediationrequests/status", "patch"),
         ]),
@@ -667,13 +669,14 @@ fn assert_gateway(objects: &[Value], expect: &Expect) {
     let cfg = Config::resolve(cli.over(file))
         .unwrap_or_else(|e| panic!("the rendered settings do not resolve: {e}"));
 
-    // Kubernetes must wait longer than the gateway's own shutdown before SIGKILL.
+    // Kubernetes must wait longer than the gateway's own shutdown before SIGKILL: the shutdown delay,
+    // then the request drain and the final occurrence flush, each bounded by drain-timeout.
     let grace = pod["terminationGracePeriodSeconds"]
         .as_u64()
         .expect("terminationGracePeriodSeconds");
     assert!(
-        Duration::from_secs(grace) > cfg.shutdown_delay + cfg.drain_timeout,
-        "terminationGracePeriodSeconds {grace} must exceed shutdown-delay {:?} + drain-timeout {:?}",
+        Duration::from_secs(grace) > cfg.shutdown_delay + 2 * cfg.drain_timeout,
+        "terminationGracePeriodSeconds {grace} must exceed shutdown-delay {:?} + 2 × drain-timeout {:?}",
         cfg.shutdown_delay,
         cfg.drain_timeout
     );

@@ -5,8 +5,15 @@
 //!    RR `k` is first re-read from the API server (a consistent GET): it may have become suppressing
 //!    (answer duplicate) or have been deleted (re-derive `k` by a consistent list). This read is what
 //!    bounds the deletion window analysed in `docs/decisions/0001-name-as-lock.md`.
-//! 3. `409 AlreadyExists` → GET the name: another fingerprint → collision alarm; being deleted →
-//!    brief retry then 503; suppressing → duplicate; terminal → next attempt (bounded).
+//! 3. `409 AlreadyExists` → GET the name: our own create (see below) → created; another fingerprint →
+//!    collision alarm; being deleted → brief retry then 503; suppressing → duplicate; terminal → next
+//!    attempt (bounded).
+//!
+//! A create whose answer is lost (timeout, reset, a 504 after the write) is retried, and the retry
+//! meets `409 AlreadyExists` on the object the first try made. Every admission therefore marks what it
+//! creates with its own identity (annotation `namegate.io/created-by`, a UUID per admission) and
+//! recognises it on the read after the 409: the request that made the RR is answered "created",
+//! never a duplicate of itself (`docs/reliability.md`, "Lost answers").
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -125,7 +132,30 @@ pub struct Admission {
     namespace: String,
 }
 
+/// What re-reading attempt n-1 decided.
+enum Reread {
+    Decided(Decision),
+    /// Create this attempt (again).
+    Retry(Attempt),
+}
+
+/// First pause before re-reading after a failed create; doubles up to [`REREAD_BACKOFF_MAX`].
+const REREAD_BACKOFF: Duration = Duration::from_millis(25);
+const REREAD_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// A jittered pause inside `deadline`; `false` when none fits.
+async fn pause(backoff: &mut Duration, deadline: Instant) -> bool {
+    let sleep = rand::random_range(Duration::ZERO..=*backoff);
+    if Instant::now() + sleep >= deadline {
+        return false;
+    }
+    tokio::time::sleep(sleep).await;
+    *backoff = (*backoff * 2).min(REREAD_BACKOFF_MAX);
+    true
+}
+
 /// What the API server said about one RR, reduced to what the decision needs.
+#[derive(Clone)]
 struct Observed {
     name: String,
     fingerprint: Option<Fingerprint>,
@@ -163,8 +193,8 @@ impl Observed {
             suppressing: rr.metadata.deletion_timestamp.is_none()
                 && rr.phase_view().is_suppressing(now),
             count: dedup.map_or(0, |d| d.occurrence_count),
-            first_seen: dedup.map(|d| d.first_seen_at.0),
-            last_seen: dedup.map(|d| d.last_seen_at.0),
+            first_seen: dedup.and_then(|d| d.first_seen()),
+            last_seen: dedup.and_then(|d| d.last_seen()),
             fingerprint,
             name,
         }
@@ -184,6 +214,11 @@ impl Admission {
             occurrences,
             namespace,
         }
+    }
+
+    /// The RR index this admission consults.
+    pub fn index(&self) -> &Arc<RrIndex> {
+        &self.index
     }
 
     pub fn namespace(&self) -> &str {
@@ -223,14 +258,28 @@ impl Admission {
             Attempt::new(k.saturating_add(1)).ok_or(AdmissionError::AttemptsExhausted)?;
         let mut deleting_waits = 0;
         let mut tries = 0;
+        let identity = Uuid::now_v7().to_string();
+        let mut backoff = REREAD_BACKOFF;
         loop {
             tries += 1;
             if tries > MAX_REATTEMPTS {
                 return Err(AdmissionError::TooManyAttempts);
             }
-            let rr = build_rr(signal, attempt);
+            let mut rr = build_rr(signal, attempt);
+            rr.metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(meta::CREATED_BY_ANNOTATION.to_owned(), identity.clone());
             let rr_name = name::name(&fp, attempt);
-            match self.api.create(&rr, deadline).await {
+            // A create of attempt n ≥ 2 rests on the read of attempt n-1: it is tried once, and on a
+            // retryable failure that read is made again rather than the create retried past its
+            // freshness (docs/reliability.md, "The deletion window").
+            let result = if attempt.get() >= 2 {
+                self.api.create_once(&rr, deadline).await
+            } else {
+                self.api.create(&rr, deadline).await
+            };
+            match result {
                 Ok(created) => {
                     return Ok(Decision::Created(Admitted {
                         fingerprint: fp,
@@ -244,6 +293,19 @@ impl Admission {
                     }));
                 }
                 Err(ApiError::AlreadyExists) => {}
+                Err(e) if e.is_unavailable() && attempt.get() >= 2 => {
+                    if !pause(&mut backoff, deadline).await {
+                        return Err(e.into());
+                    }
+                    match self
+                        .reread_previous(&fp, attempt, &identity, now, deadline)
+                        .await?
+                    {
+                        Reread::Decided(d) => return Ok(d),
+                        Reread::Retry(a) => attempt = a,
+                    }
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
             // The name is taken: read what holds it, from the API server, not the cache.
@@ -251,6 +313,25 @@ impl Admission {
                 // Deleted between our create and our read: the name is free again, try it once more.
                 continue;
             };
+            if created_by(&existing) == Some(identity.as_str()) && seen_fingerprint(&existing, &fp)
+            {
+                // Our own create landed; only its answer was lost.
+                tracing::info!(rr = %rr_name, "a create whose answer was lost had landed: it is ours");
+                return Ok(Decision::Created(Admitted {
+                    fingerprint: fp,
+                    name: rr_name,
+                    attempt: attempt.get(),
+                    uid: existing
+                        .metadata
+                        .uid
+                        .as_deref()
+                        .and_then(|u| u.parse().ok()),
+                    count: 0,
+                    first_seen: now,
+                    last_seen: now,
+                    created_rv: None,
+                }));
+            }
             let seen = Observed::of(&existing, now);
             if seen.fingerprint != Some(fp) {
                 return Err(AdmissionError::HashCollision {
@@ -272,6 +353,57 @@ impl Admission {
             }
             attempt = attempt.next().ok_or(AdmissionError::AttemptsExhausted)?;
         }
+    }
+
+    /// After a failed create of `attempt` (n ≥ 2): reads attempt n-1 again. Still there and terminal →
+    /// try `attempt` again; suppressing → duplicate; gone → continue from the true highest attempt
+    /// (a consistent list), recognising an RR this admission made with the lost create.
+    async fn reread_previous(
+        &self,
+        fp: &Fingerprint,
+        attempt: Attempt,
+        identity: &str,
+        now: Timestamp,
+        deadline: Instant,
+    ) -> Result<Reread, AdmissionError> {
+        let previous = Attempt::new(attempt.get() - 1).ok_or(AdmissionError::AttemptsExhausted)?;
+        if let Some(rr) = self.api.get(&name::name(fp, previous), deadline).await? {
+            let seen = Observed::of(&rr, now);
+            if seen.fingerprint == Some(*fp) && seen.suppressing && !seen.deleting {
+                return Ok(Reread::Decided(self.duplicate_of_observed(fp, seen, now)));
+            }
+            return Ok(Reread::Retry(attempt));
+        }
+        let items = self.api.list_fingerprint(&fp.to_hex(), deadline).await?;
+        if let Some(ours) = items.iter().find(|rr| created_by(rr) == Some(identity)) {
+            let seen = Observed::of(ours, now);
+            return Ok(Reread::Decided(Decision::Created(Admitted {
+                fingerprint: *fp,
+                name: seen.name,
+                attempt: seen.attempt,
+                uid: seen.uid,
+                count: 0,
+                first_seen: now,
+                last_seen: now,
+                created_rv: None,
+            })));
+        }
+        let seen: Vec<Observed> = items.iter().map(|rr| Observed::of(rr, now)).collect();
+        if let Some(o) = seen
+            .iter()
+            .filter(|o| o.suppressing)
+            .max_by_key(|o| o.attempt)
+        {
+            return Ok(Reread::Decided(self.duplicate_of_observed(
+                fp,
+                o.clone(),
+                now,
+            )));
+        }
+        let k = seen.iter().map(|o| o.attempt).max().unwrap_or(0);
+        Attempt::new(k.saturating_add(1))
+            .map(Reread::Retry)
+            .ok_or(AdmissionError::AttemptsExhausted)
     }
 
     /// The index's newest RR is gone: list the fingerprint consistently. `Ok` = a duplicate of a
@@ -325,7 +457,7 @@ impl Admission {
     /// the RR's written count, plus this replica's unflushed occurrences, plus this one.
     pub fn expected_count(&self, decision: &Decision) -> i32 {
         let a = decision.admitted();
-        let pending = self.occurrences.pending(&a.name);
+        let pending = self.occurrences.pending(&a.name, a.uid);
         match decision {
             Decision::Created(_) => pending.saturating_add(1),
             Decision::Duplicate(_) => a.count.saturating_add(pending).saturating_add(1),
@@ -349,6 +481,19 @@ impl Admission {
             a.count.saturating_add(pending)
         };
     }
+}
+
+/// The admission identity an RR was created with.
+fn created_by(rr: &RemediationRequest) -> Option<&str> {
+    rr.metadata
+        .annotations
+        .as_ref()?
+        .get(meta::CREATED_BY_ANNOTATION)
+        .map(String::as_str)
+}
+
+fn seen_fingerprint(rr: &RemediationRequest, fp: &Fingerprint) -> bool {
+    rr.spec.signal_fingerprint == fp.to_hex()
 }
 
 /// The RR for attempt `attempt` of `signal` (contract §6): spec from the signal, the attempt label and

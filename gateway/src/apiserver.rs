@@ -127,6 +127,10 @@ pub struct Resilience {
     /// Consecutive unavailable answers that open the breaker.
     pub breaker_threshold: u32,
     pub breaker_cooldown: Duration,
+    /// Longest wait for one answer. A call whose answer is lost (a half-open connection, a dropped
+    /// reply) is abandoned and retried after this, instead of hanging until the request deadline —
+    /// a create retried so meets `AlreadyExists` on its own object, which admission recognises.
+    pub attempt_timeout: Duration,
 }
 
 impl Default for Resilience {
@@ -136,6 +140,7 @@ impl Default for Resilience {
             max_backoff: Duration::from_secs(1),
             breaker_threshold: 8,
             breaker_cooldown: Duration::from_secs(3),
+            attempt_timeout: Duration::from_secs(4),
         }
     }
 }
@@ -234,6 +239,23 @@ impl RrApi {
         }
     }
 
+    /// `create`, one try (still bounded by `attempt_timeout`): for a create whose decision rests on
+    /// an earlier read, which must be read again rather than retried past its freshness.
+    pub async fn create_once(
+        &self,
+        rr: &RemediationRequest,
+        deadline: Instant,
+    ) -> Result<RemediationRequest, ApiError> {
+        let pp = PostParams::default();
+        let once = Instant::now()
+            .checked_add(self.resilience.attempt_timeout)
+            .map_or(deadline, |t| t.min(deadline));
+        self.call_with(ApiVerb::create, 201, once, false, || {
+            self.api.create(&pp, rr)
+        })
+        .await
+    }
+
     /// A consistent read (no resourceVersion: served from etcd, not a cache). `None` when absent.
     pub async fn get(
         &self,
@@ -286,11 +308,57 @@ impl RrApi {
         .await
     }
 
+    /// Sets this gateway process's occurrence total (and, on the first write, the base it adds to) in
+    /// the RR's annotations: a metadata-only merge patch with resourceVersion (and UID) preconditions.
+    /// Status writes never touch metadata, so no status writer can wipe it.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn patch_occurrence_annotations(
+        &self,
+        name: &str,
+        uid: Option<&str>,
+        resource_version: &str,
+        key: &str,
+        total: i32,
+        base: Option<i32>,
+        deadline: Instant,
+    ) -> Result<RemediationRequest, ApiError> {
+        let mut annotations = json!({ key: total.to_string() });
+        if let Some(base) = base {
+            annotations[crd_schema::meta::OCCURRENCES_BASE_ANNOTATION] = json!(base.to_string());
+        }
+        let mut metadata =
+            json!({ "resourceVersion": resource_version, "annotations": annotations });
+        if let Some(uid) = uid {
+            metadata["uid"] = json!(uid);
+        }
+        let patch = Patch::Merge(json!({ "metadata": metadata }));
+        let pp = PatchParams::default();
+        self.call(ApiVerb::patch, 200, deadline, || {
+            self.api.patch(name, &pp, &patch)
+        })
+        .await
+    }
+
     async fn call<T, F, Fut>(
         &self,
         verb: ApiVerb,
         ok_code: u16,
         deadline: Instant,
+        op: F,
+    ) -> Result<T, ApiError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, kube::Error>>,
+    {
+        self.call_with(verb, ok_code, deadline, true, op).await
+    }
+
+    async fn call_with<T, F, Fut>(
+        &self,
+        verb: ApiVerb,
+        ok_code: u16,
+        deadline: Instant,
+        retry: bool,
         op: F,
     ) -> Result<T, ApiError>
     where
@@ -303,10 +371,11 @@ impl RrApi {
                 .check()
                 .inspect_err(|e| self.count(verb, ok_code, Err(e)))?;
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let result = match tokio::time::timeout(remaining, op()).await {
+            let wait = remaining.min(self.resilience.attempt_timeout);
+            let result = match tokio::time::timeout(wait, op()).await {
                 Ok(r) => r.map_err(ApiError::classify),
                 Err(_) => Err(ApiError::Unavailable {
-                    detail: "request deadline exceeded".into(),
+                    detail: format!("no answer within {wait:?}"),
                     retry_after: DEFAULT_RETRY_AFTER,
                 }),
             };
@@ -319,7 +388,7 @@ impl RrApi {
                 }
             }
             match result {
-                Err(e) if unavailable => {
+                Err(e) if unavailable && retry => {
                     // Full jitter: replicas retrying the same outage do not synchronise.
                     let sleep = rand::rng().random_range(Duration::ZERO..=backoff);
                     if Instant::now() + sleep >= deadline {

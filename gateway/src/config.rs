@@ -87,6 +87,11 @@ pub struct Settings {
     #[arg(long, env = "NAMEGATE_FLUSH_INTERVAL", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde")]
     pub flush_interval: Option<Duration>,
+    /// Server-side timeout of each RR watch; a watch silent for this + 5 s is dead and the index stale
+    /// until it is re-opened (docs/reliability.md) [default: 30s]
+    #[arg(long, env = "NAMEGATE_INDEX_WATCH_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub index_watch_timeout: Option<Duration>,
     /// Deadline of one ingestion request; past it the answer is 503 [default: 15s]
     #[arg(long, env = "NAMEGATE_REQUEST_TIMEOUT", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde")]
@@ -165,6 +170,7 @@ pub struct Config {
     /// TLS on the ingestion port: (certificate chain, private key).
     pub tls: Option<(PathBuf, PathBuf)>,
     pub flush_interval: Duration,
+    pub index_watch_timeout: Duration,
     pub request_timeout: Duration,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
@@ -225,7 +231,7 @@ impl Settings {
         overlay!(self, file; listen, health_listen, metrics_listen, namespace, audit_url, audit_hmac_key_file,
             audit_spill_path, audit_checkpoint_path, audit_spill_budget_bytes, audit_queue_capacity, audit_queue_budget_bytes,
             auth, auth_service_name, auth_ingest_permission, auth_lookup_permission, auth_cache_ttl,
-            auth_negative_cache_ttl, auth_cache_max_entries, tls_cert_file, tls_key_file, flush_interval,
+            auth_negative_cache_ttl, auth_cache_max_entries, tls_cert_file, tls_key_file, flush_interval, index_watch_timeout,
             request_timeout, header_read_timeout, body_read_timeout, shutdown_delay, drain_timeout, max_concurrency,
             max_alerts_per_batch, log_format, log_level, otlp_endpoint, fault_freeze_index, scope,
             resolve_targets, target_cache_ttl, target_cache_capacity)
@@ -379,6 +385,11 @@ impl Config {
             auth_cache_max_entries: s.auth_cache_max_entries.unwrap_or(10_000),
             tls,
             flush_interval: positive("flush-interval", s.flush_interval, Duration::from_secs(1))?,
+            index_watch_timeout: positive(
+                "index-watch-timeout",
+                s.index_watch_timeout,
+                Duration::from_secs(30),
+            )?,
             request_timeout: positive(
                 "request-timeout",
                 s.request_timeout,

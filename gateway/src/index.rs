@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use crd_schema::name::{self, Attempt};
 use crd_schema::phase::{MANUAL_REVIEW_REQUIRED, PhaseView, is_terminal};
@@ -17,7 +18,8 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::api::{ListParams, WatchEvent, WatchParams};
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -178,8 +180,13 @@ impl Entry {
                     .routing_status
                     .as_ref()
                     .and_then(|r| r.next_allowed_execution.as_ref())),
-                first_seen_ms: ms(dedup.map(|d| &d.first_seen_at)),
-                last_seen_ms: ms(dedup.map(|d| &d.last_seen_at)),
+                // A writer that omitted a time (kubernaut's `omitempty`) leaves the epoch: unknown.
+                first_seen_ms: ms(dedup
+                    .map(|d| &d.first_seen_at)
+                    .filter(|t| t.0 != Timestamp::UNIX_EPOCH)),
+                last_seen_ms: ms(dedup
+                    .map(|d| &d.last_seen_at)
+                    .filter(|t| t.0 != Timestamp::UNIX_EPOCH)),
                 resource_version: obj
                     .metadata
                     .resource_version
@@ -260,6 +267,33 @@ fn upsert(map: &mut Map, fp: Fingerprint, entry: Entry) -> bool {
     }
 }
 
+/// Extra wait beyond the server-side watch timeout before a silent stream counts as dead.
+pub const IDLE_MARGIN: Duration = Duration::from_secs(5);
+const LIST_PAGE: u32 = 500;
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Why a list-and-watch cycle ended.
+#[derive(Debug)]
+enum WatchEnd {
+    /// `410 Gone`: the resourceVersion is too old; re-list at once.
+    Gone,
+    /// An error from the API server or the way to it.
+    Failed(String),
+    /// Nothing arrived for this long: a dead (half-open) connection.
+    Stalled(Duration),
+}
+
+impl std::fmt::Display for WatchEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Gone => f.write_str("resourceVersion expired (410 Gone)"),
+            Self::Failed(e) => write!(f, "watch failed: {e}"),
+            Self::Stalled(d) => write!(f, "watch silent for {d:?}"),
+        }
+    }
+}
+
 /// The index. Cheap to share (`Arc`); readers never wait for the watch.
 #[derive(Debug)]
 pub struct RrIndex {
@@ -269,6 +303,8 @@ pub struct RrIndex {
     /// Fault injection for tests: stop applying watch events after the first sync, so this replica's
     /// view goes stale on purpose. Never set in production.
     freeze_after_sync: bool,
+    frozen: std::sync::atomic::AtomicBool,
+    last_ok: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl RrIndex {
@@ -278,6 +314,8 @@ impl RrIndex {
             synced: watch::channel(false).0,
             metrics,
             freeze_after_sync,
+            frozen: std::sync::atomic::AtomicBool::new(false),
+            last_ok: std::sync::Mutex::new(None),
         })
     }
 
@@ -355,7 +393,7 @@ impl RrIndex {
 
     /// Applies one watcher event. Public for unit tests and for replaying recorded streams.
     pub fn apply(&self, event: watcher::Event<IndexedRr>) {
-        if self.freeze_after_sync && self.is_synced() {
+        if self.freeze_after_sync && self.frozen.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
         let mut state = self.write();
@@ -377,6 +415,9 @@ impl RrIndex {
                     state.live = map;
                 }
                 drop(state);
+                self.frozen
+                    .store(self.freeze_after_sync, std::sync::atomic::Ordering::Release);
+                self.touch();
                 self.synced.send_replace(true);
                 self.metrics.index_synced.set(1);
                 self.metrics.index_rrs.set(self.len() as i64);
@@ -406,28 +447,166 @@ impl RrIndex {
         self.metrics.index_rrs.set(state.len as i64);
     }
 
-    /// Watches RRs of `namespace` until `shutdown`; the watcher re-lists by itself after errors and
-    /// `410 Gone`, with backoff.
+    /// Lists, then watches RRs of `namespace` until `shutdown`, and says when the view cannot be trusted
+    /// (`docs/reliability.md`, "A stale index"):
+    ///
+    /// - every watch asks the server to end it after `watch_timeout`, so a healthy stream ends (and is
+    ///   re-opened from its resourceVersion) at least that often, even when nothing changes;
+    /// - a stream that delivers nothing for `watch_timeout` + [`IDLE_MARGIN`] is dead (a half-open
+    ///   connection): the index turns stale and the watch is re-opened on a new connection;
+    /// - an error (RBAC revoked, the CRD removed, the API server unreachable) makes it re-list with
+    ///   backoff; if no list or watch succeeds within the same bound (`watch_timeout` +
+    ///   [`IDLE_MARGIN`] since the last confirmation), it turns stale — the same bound as a silent
+    ///   stream, so a brief API server restart does not stop duplicates being answered;
+    ///
+    /// and it is fresh again once a list completes or a watch from the last resourceVersion is
+    /// accepted (everything since that version is delivered on it). While stale, `/readyz` and
+    /// `namegate_index_synced` are 0, and the readiness gate answers ingestion with 503 + Retry-After.
     pub async fn run(
         self: Arc<Self>,
         client: Client,
         namespace: String,
+        watch_timeout: Duration,
         shutdown: CancellationToken,
     ) {
         let api: Api<IndexedRr> = Api::namespaced(client, &namespace);
-        let stream = watcher(api, watcher::Config::default().page_size(500)).default_backoff();
-        futures::pin_mut!(stream);
-        loop {
-            let next = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                next = stream.next() => next,
-            };
-            match next {
-                Some(Ok(event)) => self.apply(event),
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "RR watch failed; the watcher retries with backoff")
+        let limit = watch_timeout + IDLE_MARGIN;
+        let watchdog = {
+            let index = self.clone();
+            let stop = shutdown.child_token();
+            let guard = stop.clone().drop_guard();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(500));
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    let age = index.last_ok().map(|t| t.elapsed());
+                    if index.is_synced() && age.is_some_and(|a| a > limit) {
+                        index.mark_stale(&WatchEnd::Stalled(limit));
+                    }
                 }
-                None => return,
+            });
+            guard
+        };
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let outcome = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                o = self.list_and_watch(&api, watch_timeout) => o,
+            };
+            match &outcome {
+                // Silent for the whole bound already: stale now.
+                WatchEnd::Stalled(_) => self.mark_stale(&outcome),
+                // The watchdog turns it stale if nothing succeeds within the bound.
+                WatchEnd::Failed(_) | WatchEnd::Gone => {
+                    tracing::warn!(reason = %outcome, "RR watch interrupted; re-listing");
+                }
+            }
+            if matches!(outcome, WatchEnd::Gone) {
+                backoff = BACKOFF_MIN;
+                continue;
+            }
+            let sleep = rand::random_range(backoff / 2..=backoff);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(sleep) => {},
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            let _ = &watchdog;
+        }
+    }
+
+    /// When the view was last confirmed current (a list completed, a watch accepted, an event).
+    fn last_ok(&self) -> Option<tokio::time::Instant> {
+        *self.last_ok.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn touch(&self) {
+        *self.last_ok.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
+    }
+
+    fn mark_stale(&self, why: &WatchEnd) {
+        let was = self.synced.send_replace(false);
+        self.metrics.index_synced.set(0);
+        if was {
+            tracing::warn!(reason = %why, "RR index stale: not ready until it is fresh again");
+        }
+    }
+
+    fn mark_fresh(&self) {
+        self.touch();
+        if !self.synced.send_replace(true) {
+            tracing::info!("RR index fresh again");
+        }
+        self.metrics.index_synced.set(1);
+    }
+
+    /// One list followed by watches from its resourceVersion, until something ends it.
+    async fn list_and_watch(&self, api: &Api<IndexedRr>, watch_timeout: Duration) -> WatchEnd {
+        let limit = watch_timeout + IDLE_MARGIN;
+        let mut rv = match self.relist(api, limit).await {
+            Ok(rv) => rv,
+            Err(e) => return e,
+        };
+        let secs = u32::try_from(watch_timeout.as_secs().max(1)).unwrap_or(u32::MAX);
+        loop {
+            let wp = WatchParams::default().timeout(secs); // bookmarks are on by default
+            let mut stream = match tokio::time::timeout(limit, api.watch(&wp, &rv)).await {
+                Ok(Ok(s)) => s.boxed(),
+                Ok(Err(e)) => return WatchEnd::Failed(e.to_string()),
+                Err(_) => return WatchEnd::Stalled(limit),
+            };
+            // The server accepted a watch from `rv`: everything since is on its way.
+            self.mark_fresh();
+            loop {
+                let item = match tokio::time::timeout(limit, stream.next()).await {
+                    Err(_) => return WatchEnd::Stalled(limit),
+                    Ok(None) => break, // the server ended it after `watch_timeout`: re-open
+                    Ok(Some(Err(e))) => return WatchEnd::Failed(e.to_string()),
+                    Ok(Some(Ok(item))) => item,
+                };
+                self.touch();
+                match item {
+                    WatchEvent::Added(obj) | WatchEvent::Modified(obj) => {
+                        rv = obj.metadata.resource_version.clone().unwrap_or(rv);
+                        self.apply(watcher::Event::Apply(obj));
+                    }
+                    WatchEvent::Deleted(obj) => {
+                        rv = obj.metadata.resource_version.clone().unwrap_or(rv);
+                        self.apply(watcher::Event::Delete(obj));
+                    }
+                    WatchEvent::Bookmark(b) => rv = b.metadata.resource_version,
+                    WatchEvent::Error(e) if e.code == 410 => return WatchEnd::Gone,
+                    WatchEvent::Error(e) => {
+                        return WatchEnd::Failed(format!("{} {}", e.code, e.message));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A complete paged list, applied as one replacement of the index; returns its resourceVersion.
+    async fn relist(&self, api: &Api<IndexedRr>, limit: Duration) -> Result<String, WatchEnd> {
+        self.apply(watcher::Event::Init);
+        let mut lp = ListParams::default().limit(LIST_PAGE);
+        loop {
+            let page = match tokio::time::timeout(limit, api.list(&lp)).await {
+                Ok(Ok(p)) => p,
+                Ok(Err(kube::Error::Api(s))) if s.code == 410 => return Err(WatchEnd::Gone),
+                Ok(Err(e)) => return Err(WatchEnd::Failed(e.to_string())),
+                Err(_) => return Err(WatchEnd::Stalled(limit)),
+            };
+            for obj in page.items {
+                self.apply(watcher::Event::InitApply(obj));
+            }
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => lp = lp.continue_token(&token),
+                None => {
+                    self.apply(watcher::Event::InitDone);
+                    return Ok(page.metadata.resource_version.unwrap_or_default());
+                }
             }
         }
     }

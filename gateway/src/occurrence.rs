@@ -1,20 +1,33 @@
-//! Occurrence accounting (contract §7a).
+//! Occurrence accounting (contract §7a; the design and its failure analysis are in
+//! `docs/reliability.md`, "Occurrence counts").
 //!
-//! Every 201 and 202 is one occurrence of the RR it names. Occurrences are coalesced in memory per RR
-//! and written by a flusher at most once per `flush_interval` as `status.deduplication` merge patches
-//! with resourceVersion (and UID) preconditions, so concurrent writers — other replicas, the
-//! orchestrator — cause a `Conflict` and a re-read, never a lost update. The request path only touches
-//! a mutex-guarded map: a duplicate costs no API call.
+//! Every 201 and 202 is one occurrence of the RR *object* it names (name and UID: an RR deleted and
+//! re-created under the same name is another object and never inherits the old one's counts).
+//! Occurrences are coalesced in memory per object and written by a flusher at most once per
+//! `flush_interval`. The request path only touches a mutex-guarded map: a duplicate costs no API call.
+//!
+//! Where the counts live: each gateway process keeps its absolute total for an object in the RR's
+//! annotation `occurrences.namegate.io/<instance>`; `status.deduplication.occurrenceCount` is derived
+//! from them (their sum plus `namegate.io/occurrences-base`). Annotations, because kubernaut's
+//! orchestrator replaces the whole status from Go structs that know only `firstSeenAt`, `lastSeenAt`
+//! and `occurrenceCount`: anything namegate kept in the status beside them would be wiped at every
+//! phase change, and a per-replica breakdown that can vanish makes the next write count twice.
+//! Status writes never touch metadata, so the totals survive them; the derived count is rewritten
+//! by the next flush after any status replacement.
+//!
+//! Every write carries resourceVersion and UID preconditions, so concurrent writers cause a
+//! `Conflict` and a re-read, never a lost update; and every value written is absolute, so a write
+//! whose outcome is unknown (a timeout after the API server applied it) is simply written again.
 //!
 //! Durability: what is pending when the process is SIGKILLed is lost (at most one flush interval of
 //! this replica's occurrences). SIGTERM flushes everything before exit.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crd_schema::Fingerprint;
 use crd_schema::rr::Deduplication;
+use crd_schema::{Fingerprint, RemediationRequest, meta};
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -25,15 +38,30 @@ use uuid::Uuid;
 use crate::apiserver::{ApiError, RrApi};
 use crate::telemetry::metrics::{Metrics, ResultLabels};
 
+/// One RR object: its name and, when known, its UID. Occurrences belong to an object, not a name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub name: String,
+    pub uid: Option<Uuid>,
+}
+
+impl ObjectKey {
+    pub fn new(name: &str, uid: Option<Uuid>) -> Self {
+        Self {
+            name: name.to_owned(),
+            uid,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Pending {
     fingerprint: Fingerprint,
-    uid: Option<Uuid>,
     delta: i32,
     first_seen: Timestamp,
     last_seen: Timestamp,
     /// Set when this replica created the RR: the create response's resourceVersion, so the first
-    /// status write needs no read.
+    /// write needs no read.
     created_rv: Option<String>,
 }
 
@@ -42,7 +70,6 @@ impl Pending {
         self.delta = self.delta.saturating_add(other.delta);
         self.first_seen = self.first_seen.min(other.first_seen);
         self.last_seen = self.last_seen.max(other.last_seen);
-        self.uid = self.uid.or(other.uid);
         self.created_rv = self.created_rv.take().or(other.created_rv);
     }
 }
@@ -50,7 +77,7 @@ impl Pending {
 /// The request-side half: records occurrences.
 #[derive(Debug)]
 pub struct Occurrences {
-    pending: Mutex<HashMap<String, Pending>>,
+    pending: Mutex<HashMap<ObjectKey, Pending>>,
     metrics: Metrics,
 }
 
@@ -62,12 +89,12 @@ impl Occurrences {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, Pending>> {
         // The map holds plain counters; a panic elsewhere cannot leave it inconsistent.
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records one occurrence of RR `name`; returns this replica's unflushed count for it.
+    /// Records one occurrence of RR object `name`/`uid`; returns this replica's unflushed count for it.
     pub fn record(
         &self,
         fingerprint: Fingerprint,
@@ -78,20 +105,20 @@ impl Occurrences {
     ) -> i32 {
         let one = Pending {
             fingerprint,
-            uid,
             delta: 1,
             first_seen: at,
             last_seen: at,
             created_rv,
         };
         let mut pending = self.lock();
-        let delta = match pending.get_mut(name) {
+        let key = ObjectKey::new(name, uid);
+        let delta = match pending.get_mut(&key) {
             Some(p) => {
                 p.merge(one);
                 p.delta
             }
             None => {
-                pending.insert(name.to_owned(), one);
+                pending.insert(key, one);
                 1
             }
         };
@@ -99,9 +126,16 @@ impl Occurrences {
         delta
     }
 
-    /// Occurrences of RR `name` recorded here but not yet written.
-    pub fn pending(&self, name: &str) -> i32 {
-        self.lock().get(name).map_or(0, |p| p.delta)
+    /// Occurrences of RR object `name`/`uid` recorded here but not yet written.
+    pub fn pending(&self, name: &str, uid: Option<Uuid>) -> i32 {
+        self.lock()
+            .get(&ObjectKey::new(name, uid))
+            .map_or(0, |p| p.delta)
+    }
+
+    /// Nothing left to write: no occurrences, and no derived status to rewrite.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
     }
 
     /// Occurrences recorded but not yet written.
@@ -109,66 +143,114 @@ impl Occurrences {
         self.lock().values().map(|p| i64::from(p.delta)).sum()
     }
 
-    fn take(&self) -> HashMap<String, Pending> {
+    fn take(&self) -> HashMap<ObjectKey, Pending> {
         let taken = std::mem::take(&mut *self.lock());
         self.metrics.occurrence_pending.set(0);
         taken
     }
 
-    fn requeue(&self, name: String, p: Pending) {
+    fn requeue(&self, key: ObjectKey, p: Pending) {
         let mut pending = self.lock();
-        match pending.get_mut(&name) {
+        match pending.get_mut(&key) {
             Some(existing) => existing.merge(p),
             None => {
-                pending.insert(name, p);
+                pending.insert(key, p);
             }
         }
         self.metrics.occurrence_pending.set(pending.len() as i64);
     }
 }
 
-/// What this replica last wrote for an RR; fresher than the index right after a write.
-#[derive(Clone, Debug)]
+/// What the API server holds for an RR object, reduced to what the flusher needs.
+#[derive(Clone, Debug, PartialEq)]
 struct Known {
     uid: Option<Uuid>,
     resource_version: String,
+    /// The `occurrences.namegate.io/*` totals, by instance.
+    totals: BTreeMap<String, i32>,
+    /// `namegate.io/occurrences-base`, when set.
+    base: Option<i32>,
     dedup: Option<Deduplication>,
     round: u64,
 }
 
-/// The writing half.
-///
-/// Each replica instance owns one key of `status.deduplication.replicaCounts` and writes its absolute
-/// total there, with `occurrenceCount` recomputed as the sum. An absolute value makes every write
-/// idempotent: when a write times out after the API server applied it, the retry (which then meets a
-/// `Conflict`, re-reads and writes again) sets the same total instead of adding the delta twice.
+impl Known {
+    fn of(rr: &RemediationRequest, round: u64) -> Self {
+        let annotations = rr.metadata.annotations.as_ref();
+        let totals = annotations
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| {
+                let instance = k.strip_prefix(meta::OCCURRENCES_PREFIX)?;
+                Some((instance.to_owned(), v.parse().ok()?))
+            })
+            .collect();
+        let base = annotations
+            .and_then(|a| a.get(meta::OCCURRENCES_BASE_ANNOTATION))
+            .and_then(|v| v.parse().ok());
+        Self {
+            uid: rr.metadata.uid.as_deref().and_then(|u| u.parse().ok()),
+            resource_version: rr.metadata.resource_version.clone().unwrap_or_default(),
+            totals,
+            base,
+            dedup: rr.status.as_ref().and_then(|s| s.deduplication.clone()),
+            round,
+        }
+    }
+
+    /// The base the per-replica totals add to: the annotation once written; before any gateway
+    /// process wrote a total, whatever the status counts (the migration, an earlier gateway).
+    fn effective_base(&self) -> i32 {
+        match self.base {
+            Some(b) => b,
+            None if self.totals.is_empty() => {
+                self.dedup.as_ref().map_or(0, |d| d.occurrence_count.max(0))
+            }
+            None => 0,
+        }
+    }
+
+    /// The occurrence count the annotations add up to.
+    fn total(&self) -> i32 {
+        self.totals
+            .values()
+            .fold(self.effective_base(), |a, n| a.saturating_add(*n))
+    }
+}
+
+/// The writing half. See the module docs for where the counts live.
 #[derive(Debug)]
 pub struct Flusher {
     occurrences: Arc<Occurrences>,
     api: RrApi,
     metrics: Metrics,
     interval: Duration,
-    /// This process's key in `replicaCounts`: unique per incarnation, so no two writers share a key.
+    /// This process's instance: unique per incarnation, so no two writers share an annotation.
     instance: String,
-    known: Mutex<HashMap<String, Known>>,
-    /// Per RR: this instance's total as last confirmed written, and the round it was last used.
-    mine: Mutex<HashMap<String, (i32, u64)>>,
+    known: Mutex<HashMap<ObjectKey, Known>>,
+    /// Per object: this instance's total as last confirmed written, and the round it was last used.
+    mine: Mutex<HashMap<ObjectKey, (i32, u64)>>,
 }
 
 /// Conflicts tolerated for one RR in one flush before the delta waits for the next round.
 const MAX_CONFLICTS: usize = 8;
 /// RRs written concurrently in one flush.
 const FLUSH_CONCURRENCY: usize = 32;
-/// Time allowed to one RR's status write (its reads and conflict retries included).
+/// Time allowed to one RR's writes (its reads and conflict retries included).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Rounds a `Known` entry survives without use.
+/// Rounds an object's entries survive without use.
 const KNOWN_ROUNDS: u64 = 120;
+/// Longest instance text: an annotation name (after the `/`) is at most 63 characters.
+const INSTANCE_MAX: usize = 63;
 
 enum WriteError {
-    /// Keep the occurrences and try again next round.
+    /// Nothing was confirmed written: keep the occurrences and try again next round.
     Retry(ApiError),
-    /// The RR is gone (deleted, or replaced by another object of that name): the occurrences belong to
-    /// an RR that no longer exists.
+    /// The occurrences are in this instance's annotation, but the derived status is not rewritten
+    /// yet: try the status again next round, without adding the occurrences a second time.
+    StatusPending(ApiError),
+    /// The RR object is gone (deleted, or replaced by another object of that name): the occurrences
+    /// belong to an object that no longer exists.
     Gone,
 }
 
@@ -206,10 +288,10 @@ impl Flusher {
             }
         }
         let deadline = Instant::now() + drain_for;
-        while self.occurrences.pending_total() > 0 && Instant::now() < deadline {
+        while !self.occurrences.is_empty() && Instant::now() < deadline {
             round += 1;
             self.flush_once(round, Some(deadline)).await;
-            if self.occurrences.pending_total() > 0 {
+            if !self.occurrences.is_empty() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -219,38 +301,46 @@ impl Flusher {
         }
     }
 
-    /// One round: writes every pending RR once; `drain_deadline` caps the writes during shutdown.
+    /// One round: writes every pending RR object once; `drain_deadline` caps the writes during
+    /// shutdown.
     pub async fn flush_once(&self, round: u64, drain_deadline: Option<Instant>) -> usize {
         let batch = self.occurrences.take();
         if batch.is_empty() {
             return 0;
         }
         let results = futures::stream::iter(batch)
-            .map(|(name, p)| async move {
+            .map(|(key, p)| async move {
                 // Each write gets its own deadline: one per round would cut off the writes that queue
                 // behind slow ones, after the API server may already have applied them.
                 let own = Instant::now() + WRITE_TIMEOUT;
                 let deadline = drain_deadline.map_or(own, |d| d.min(own));
-                let outcome = self.write(&name, &p, round, deadline).await;
-                (name, p, outcome)
+                let outcome = self.write(&key, &p, round, deadline).await;
+                (key, p, outcome)
             })
             .buffer_unordered(FLUSH_CONCURRENCY)
             .collect::<Vec<_>>()
             .await;
         let mut written = 0;
-        for (name, p, outcome) in results {
+        for (key, p, outcome) in results {
             let result = match outcome {
                 Ok(()) => {
                     written += 1;
                     "ok"
                 }
                 Err(WriteError::Gone) => {
-                    tracing::warn!(rr = %name, occurrences = p.delta, "RR gone before its occurrences were written");
+                    tracing::warn!(rr = %key.name, uid = ?key.uid, occurrences = p.delta,
+                        "RR object gone before its occurrences were written");
                     "gone"
                 }
                 Err(WriteError::Retry(e)) => {
-                    tracing::warn!(rr = %name, error = %e, "occurrence flush failed; retrying next round");
-                    self.occurrences.requeue(name, p);
+                    tracing::warn!(rr = %key.name, error = %e, "occurrence flush failed; retrying next round");
+                    self.occurrences.requeue(key, p);
+                    "retry"
+                }
+                Err(WriteError::StatusPending(e)) => {
+                    tracing::warn!(rr = %key.name, error = %e,
+                        "occurrences written, derived status not yet; rewriting it next round");
+                    self.occurrences.requeue(key, Pending { delta: 0, ..p });
                     "retry"
                 }
             };
@@ -259,8 +349,9 @@ impl Flusher {
                 .get_or_create(&ResultLabels { result })
                 .inc();
         }
-        // An RR idle this long has no write of unknown outcome left (those are retried every round, which
-        // refreshes `mine`), so forgetting it is safe: the next contact reads this instance's total back.
+        // An object idle this long has no write of unknown outcome left (those are retried every
+        // round, which refreshes `mine`), so forgetting it is safe: the next contact reads this
+        // instance's total back from its annotation.
         self.known
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -272,114 +363,158 @@ impl Flusher {
         written
     }
 
-    fn starting_point(&self, name: &str, p: &Pending) -> Option<Known> {
+    fn starting_point(&self, key: &ObjectKey, p: &Pending) -> Option<Known> {
         if let Some(known) = self
             .known
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(name)
+            .get(key)
         {
             return Some(known.clone());
         }
-        // A new RR: its status is empty, and the create response's resourceVersion saves a read.
+        // A new RR: no annotations or status yet, and the create response's resourceVersion saves a
+        // read.
         p.created_rv.as_ref().map(|rv| Known {
-            uid: p.uid,
+            uid: key.uid,
             resource_version: rv.clone(),
+            totals: BTreeMap::new(),
+            base: None,
             dedup: None,
             round: 0,
         })
     }
 
-    async fn read(&self, name: &str, p: &Pending, deadline: Instant) -> Result<Known, WriteError> {
+    async fn read(&self, key: &ObjectKey, deadline: Instant) -> Result<Known, WriteError> {
         let rr = self
             .api
-            .get(name, deadline)
+            .get(&key.name, deadline)
             .await
             .map_err(WriteError::Retry)?
             .ok_or(WriteError::Gone)?;
-        let uid = rr.metadata.uid.as_deref().and_then(|u| u.parse().ok());
-        if p.uid.is_some() && uid != p.uid {
+        let known = Known::of(&rr, 0);
+        if key.uid.is_some() && known.uid != key.uid {
             return Err(WriteError::Gone);
         }
-        Ok(Known {
-            uid,
-            resource_version: rr.metadata.resource_version.clone().unwrap_or_default(),
-            dedup: rr.status.and_then(|s| s.deduplication),
-            round: 0,
-        })
+        Ok(known)
     }
 
-    /// This instance's confirmed total for `name`, remembered before the first write so that a write
-    /// whose outcome is unknown is never mistaken for the starting point.
-    fn confirmed_mine(&self, name: &str, base: &Known, round: u64) -> i32 {
+    /// This instance's confirmed total for the object, remembered before the first write so that a
+    /// write whose outcome is unknown is never mistaken for the starting point.
+    fn confirmed_mine(&self, key: &ObjectKey, base: &Known, round: u64) -> i32 {
         let mut mine = self.mine.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = mine.entry(name.to_owned()).or_insert_with(|| {
-            let on_server = base
-                .dedup
-                .as_ref()
-                .and_then(|d| d.replica_counts.get(&self.instance))
-                .copied();
+        let entry = mine.entry(key.clone()).or_insert_with(|| {
+            let on_server = base.totals.get(&self.instance).copied();
             (on_server.unwrap_or(0), round)
         });
         entry.1 = round;
         entry.0
     }
 
+    /// Makes the object hold this instance's new total `mine` (an annotation write, when it does not
+    /// already), then makes its status count what the annotations add up to (a status write, when it
+    /// does not already). A conflict at either step re-reads and goes on from what is there.
     async fn write(
         &self,
-        name: &str,
+        key: &ObjectKey,
         p: &Pending,
         round: u64,
         deadline: Instant,
     ) -> Result<(), WriteError> {
-        let mut base = match self.starting_point(name, p) {
+        let mut cur = match self.starting_point(key, p) {
             Some(k) => k,
-            None => self.read(name, p, deadline).await?,
+            None => self.read(key, deadline).await?,
         };
         let mine = self
-            .confirmed_mine(name, &base, round)
+            .confirmed_mine(key, &cur, round)
             .saturating_add(p.delta);
+        let mut confirmed = false;
+        let mut failure = ApiError::Conflict;
+        let mut done = false;
         for _ in 0..MAX_CONFLICTS {
-            let dedup = merged(base.dedup.as_ref(), p, &self.instance, mine);
-            let uid = p.uid.or(base.uid).map(|u| u.to_string());
-            match self
-                .api
-                .patch_deduplication(
-                    name,
-                    uid.as_deref(),
-                    &base.resource_version,
-                    &dedup,
-                    deadline,
-                )
-                .await
-            {
-                Ok(rr) => {
-                    let known = Known {
-                        uid: rr.metadata.uid.as_deref().and_then(|u| u.parse().ok()),
-                        resource_version: rr.metadata.resource_version.unwrap_or_default(),
-                        dedup: rr.status.and_then(|s| s.deduplication),
-                        round,
-                    };
-                    self.known
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(name.to_owned(), known);
-                    self.mine
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(name.to_owned(), (mine, round));
-                    return Ok(());
+            let uid = key.uid.or(cur.uid).map(|u| u.to_string());
+            if cur.totals.get(&self.instance) == Some(&mine) && !confirmed {
+                // From here on the occurrences are in the annotation: a failure below leaves only
+                // the derived status to rewrite, never the delta to add again.
+                confirmed = true;
+                self.mine
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key.clone(), (mine, round));
+            }
+            let step = if !confirmed {
+                // The first total written records the base it adds to (0 needs no annotation).
+                let base = (cur.base.is_none() && cur.totals.is_empty())
+                    .then(|| cur.effective_base())
+                    .filter(|b| *b > 0);
+                self.api
+                    .patch_occurrence_annotations(
+                        &key.name,
+                        uid.as_deref(),
+                        &cur.resource_version,
+                        &self.annotation_key(),
+                        mine,
+                        base,
+                        deadline,
+                    )
+                    .await
+            } else {
+                let want = derived(cur.dedup.as_ref(), p, cur.total());
+                if cur.dedup.as_ref() == Some(&want) {
+                    done = true;
+                    break;
                 }
-                Err(ApiError::Conflict) => base = self.read(name, p, deadline).await?,
-                Err(ApiError::NotFound) => return Err(WriteError::Gone),
-                Err(e) => return Err(WriteError::Retry(e)),
+                self.api
+                    .patch_deduplication(
+                        &key.name,
+                        uid.as_deref(),
+                        &cur.resource_version,
+                        &want,
+                        deadline,
+                    )
+                    .await
+            };
+            let status_step = confirmed;
+            let step_ok = step.is_ok();
+            let next = match step {
+                Ok(rr) => Ok(Known::of(&rr, round)),
+                Err(ApiError::Conflict) => self.read(key, deadline).await,
+                Err(ApiError::NotFound) => Err(WriteError::Gone),
+                Err(e) => Err(WriteError::Retry(e)),
+            };
+            match next {
+                Ok(k) => {
+                    cur = k;
+                    if status_step && step_ok {
+                        done = true;
+                        break;
+                    }
+                }
+                Err(WriteError::Gone) => return Err(WriteError::Gone),
+                Err(WriteError::Retry(e) | WriteError::StatusPending(e)) => {
+                    failure = e;
+                    break;
+                }
             }
         }
-        Err(WriteError::Retry(ApiError::Conflict))
+        cur.round = round;
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), cur);
+        match (done, confirmed) {
+            (true, _) => Ok(()),
+            (false, true) => Err(WriteError::StatusPending(failure)),
+            (false, false) => Err(WriteError::Retry(failure)),
+        }
+    }
+
+    fn annotation_key(&self) -> String {
+        format!("{}{}", meta::OCCURRENCES_PREFIX, self.instance)
     }
 }
 
-/// A unique key per process: the pod (or host) name and a random suffix.
+/// A unique instance per process: the pod (or host) name and a random suffix, short enough to be an
+/// annotation name.
 fn instance_id() -> String {
     let host = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
@@ -389,46 +524,36 @@ fn instance_id() -> String {
             h.trim()
                 .chars()
                 .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
-                .take(63)
-                .collect()
+                .take(INSTANCE_MAX - 9)
+                .collect::<String>()
+                .trim_start_matches(['-', '.'])
+                .to_owned()
         })
         .filter(|h: &String| !h.is_empty())
         .unwrap_or_else(|| "namegate".to_owned());
     format!("{host}-{:08x}", rand::random::<u32>())
 }
 
-/// The deduplication status to write: this instance's total `mine` under its own key (a merge patch
-/// leaves the other keys alone), and the total recomputed from the current status.
-fn merged(
-    current: Option<&Deduplication>,
-    p: &Pending,
-    instance: &str,
-    mine: i32,
-) -> Deduplication {
-    let (first, last, others, earlier_writers) = match current {
-        Some(d) => {
-            let keyed: i32 = d
-                .replica_counts
-                .values()
-                .fold(0, |a, n| a.saturating_add(*n));
-            let others = keyed.saturating_sub(d.replica_counts.get(instance).copied().unwrap_or(0));
-            // Counts written without per-replica keys (an older gateway, the migration) are kept.
-            let earlier = d.occurrence_count.saturating_sub(keyed).max(0);
-            (
-                d.first_seen_at.0.min(p.first_seen),
-                d.last_seen_at.0.max(p.last_seen),
-                others,
-                earlier,
-            )
-        }
-        None => (p.first_seen, p.last_seen, 0, 0),
+/// The deduplication status the annotations call for: their total, and the first/last times widened
+/// by this round's occurrences.
+fn derived(current: Option<&Deduplication>, p: &Pending, total: i32) -> Deduplication {
+    let (first, last) = match current {
+        Some(d) => (
+            d.first_seen().map_or(p.first_seen, |f| f.min(p.first_seen)),
+            d.last_seen().map_or(p.last_seen, |l| l.max(p.last_seen)),
+        ),
+        None => (p.first_seen, p.last_seen),
     };
+    // Whole seconds, as the API server stores times: what is written reads back equal.
     Deduplication {
-        first_seen_at: Time(first),
-        last_seen_at: Time(last),
-        occurrence_count: earlier_writers.saturating_add(others).saturating_add(mine),
-        replica_counts: [(instance.to_owned(), mine)].into(),
+        first_seen_at: Time(whole_seconds(first)),
+        last_seen_at: Time(whole_seconds(last)),
+        occurrence_count: total,
     }
+}
+
+fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
 #[cfg(test)]
@@ -442,64 +567,97 @@ mod tests {
     }
 
     #[test]
-    fn occurrences_coalesce_per_rr() {
+    fn occurrences_coalesce_per_object() {
         let o = occ();
         let fp = Fingerprint::of_input("ns:Deployment:a");
         let t1: Timestamp = "2026-11-26T12:00:00Z".parse().unwrap();
         let t2: Timestamp = "2026-11-26T12:00:05Z".parse().unwrap();
-        assert_eq!(o.record(fp, "rr-a", None, t2, None), 1);
-        assert_eq!(o.record(fp, "rr-a", None, t1, Some("7".into())), 2);
+        let (old, new) = (Some(Uuid::from_u128(1)), Some(Uuid::from_u128(2)));
+        assert_eq!(o.record(fp, "rr-a", old, t2, None), 1);
+        assert_eq!(o.record(fp, "rr-a", old, t1, Some("7".into())), 2);
         assert_eq!(o.record(fp, "rr-b", None, t1, None), 1);
-        assert_eq!(o.pending_total(), 3);
+        // The same name, another object (deleted and re-created): counted apart.
+        assert_eq!(o.record(fp, "rr-a", new, t2, None), 1);
+        assert_eq!((o.pending("rr-a", old), o.pending("rr-a", new)), (2, 1));
+        assert_eq!(o.pending_total(), 4);
         let taken = o.take();
-        let a = &taken["rr-a"];
+        let a = &taken[&ObjectKey::new("rr-a", old)];
         assert_eq!(
             (a.delta, a.first_seen, a.last_seen, a.created_rv.as_deref()),
             (2, t1, t2, Some("7"))
         );
         assert_eq!(o.pending_total(), 0);
-        o.requeue("rr-a".into(), a.clone());
-        o.record(fp, "rr-a", None, t2, None);
+        o.requeue(ObjectKey::new("rr-a", old), a.clone());
+        o.record(fp, "rr-a", old, t2, None);
         assert_eq!(o.pending_total(), 3);
     }
 
+    fn known(annotations: &[(&str, &str)], count: Option<i32>) -> Known {
+        let rr: RemediationRequest = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kubernaut.ai/v1alpha1", "kind": "RemediationRequest",
+            "metadata": {"name": "rr", "uid": Uuid::from_u128(1).to_string(), "resourceVersion": "5",
+                "annotations": annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()},
+            "spec": {"signalFingerprint": "a".repeat(64), "signalName": "x", "severity": "critical",
+                "signalType": "alert", "targetType": "kubernetes",
+                "targetResource": {"kind": "Deployment", "name": "a"},
+                "firingTime": "2026-11-26T12:00:00Z", "receivedTime": "2026-11-26T12:00:00Z"},
+            "status": count.map(|c| serde_json::json!({"deduplication": {
+                "firstSeenAt": "2026-11-26T12:00:00Z", "lastSeenAt": "2026-11-26T12:00:00Z",
+                "occurrenceCount": c}})),
+        }))
+        .unwrap();
+        Known::of(&rr, 0)
+    }
+
     #[test]
-    fn merge_writes_an_absolute_total_under_this_instances_key() {
+    fn the_count_is_the_annotations_sum_whatever_the_status_says() {
+        let a = |i: &str| format!("{}{i}", meta::OCCURRENCES_PREFIX);
+        let (ka, kb) = (a("pod-a-1"), a("pod-b-2"));
+        // A whole-status replacement wrote a stale or wiped count: the annotations decide.
+        let k = known(&[(&ka, "6"), (&kb, "4")], Some(3));
+        assert_eq!(k.total(), 10);
+        // Counted by the migration before any replica wrote: the status count is the base...
+        let legacy = known(&[], Some(7));
+        assert_eq!(legacy.total(), 7);
+        assert_eq!(legacy.effective_base(), 7);
+        // ...until the base annotation records it.
+        let based = known(
+            &[(&ka, "2"), (meta::OCCURRENCES_BASE_ANNOTATION, "7")],
+            Some(1),
+        );
+        assert_eq!(based.total(), 9);
+        // Unrelated annotations are not counts.
+        let other = known(&[("namegate.io/correlation-id", "rr"), (&ka, "x")], None);
+        assert_eq!(other.total(), 0);
+    }
+
+    #[test]
+    fn derived_status_widens_times_and_sets_the_total() {
         let fp = Fingerprint::of_input("ns:Deployment:a");
         let p = Pending {
             fingerprint: fp,
-            uid: None,
             delta: 5,
             first_seen: "2026-11-26T12:00:03Z".parse().unwrap(),
             last_seen: "2026-11-26T12:00:09Z".parse().unwrap(),
             created_rv: None,
         };
-        let fresh = merged(None, &p, "me", 5);
-        assert_eq!((fresh.occurrence_count, fresh.replica_counts["me"]), (5, 5));
-
-        // 4 counted by an older writer without keys, 3 by another replica, 2 already by us.
+        let fresh = derived(None, &p, 5);
+        assert_eq!(fresh.occurrence_count, 5);
         let current = Deduplication {
             first_seen_at: Time("2026-11-26T12:00:00Z".parse().unwrap()),
             last_seen_at: Time("2026-11-26T12:00:04Z".parse().unwrap()),
-            occurrence_count: 9,
-            replica_counts: [("other".to_owned(), 3), ("me".to_owned(), 2)].into(),
+            occurrence_count: 2,
         };
-        let m = merged(Some(&current), &p, "me", 7);
-        assert_eq!(m.occurrence_count, 4 + 3 + 7);
-        assert_eq!(
-            m.replica_counts,
-            [("me".to_owned(), 7)].into(),
-            "only our key is written"
-        );
-        assert_eq!(m.first_seen_at, current.first_seen_at);
-        assert_eq!(m.last_seen_at.0, p.last_seen);
+        let d = derived(Some(&current), &p, 14);
+        assert_eq!(d.occurrence_count, 14);
+        assert_eq!(d.first_seen_at, current.first_seen_at);
+        assert_eq!(d.last_seen_at.0, p.last_seen);
+    }
 
-        // Re-applying the same write after it already landed changes nothing: idempotent.
-        let landed = Deduplication {
-            occurrence_count: m.occurrence_count,
-            replica_counts: [("other".to_owned(), 3), ("me".to_owned(), 7)].into(),
-            ..current
-        };
-        assert_eq!(merged(Some(&landed), &p, "me", 7).occurrence_count, 14);
+    #[test]
+    fn instance_fits_an_annotation_name() {
+        let id = instance_id();
+        assert!(id.len() <= INSTANCE_MAX, "{id}");
+        assert!(id.chars().next().unwrap().is_ascii_alphanumeric());
     }
 }

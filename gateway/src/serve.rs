@@ -81,6 +81,7 @@ pub async fn run(cfg: Config) -> Result<(), ServeError> {
     let index_task = tokio::spawn(index.clone().run(
         client.clone(),
         cfg.namespace.clone(),
+        cfg.index_watch_timeout,
         background.clone(),
     ));
 

@@ -94,14 +94,15 @@ app.kubernetes.io/component: gateway
 {{- end }}
 
 {{- define "namegate.terminationGracePeriodSeconds" -}}
-{{- $min := add (int .Values.gateway.shutdownDelaySeconds) (int .Values.gateway.drainTimeoutSeconds) }}
+{{- /* shutdown delay, then the request drain and the final occurrence flush, each up to drainTimeout */}}
+{{- $min := add (int .Values.gateway.shutdownDelaySeconds) (mul 2 (int .Values.gateway.drainTimeoutSeconds)) }}
 {{- $v := .Values.terminationGracePeriodSeconds }}
 {{- if or (kindIs "invalid" $v) (eq (toString $v) "") }}
 {{- add $min 10 }}
 {{- else }}
 {{- $t := int $v }}
 {{- if le $t $min }}
-{{- fail (printf "terminationGracePeriodSeconds (%d) must exceed gateway.shutdownDelaySeconds + gateway.drainTimeoutSeconds (%d)" $t $min) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must exceed gateway.shutdownDelaySeconds + 2 × gateway.drainTimeoutSeconds (%d)" $t $min) }}
 {{- end }}
 {{- $t }}
 {{- end }}

@@ -62,9 +62,13 @@ impl Readiness {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.index.is_synced()
-            && self.resolver.as_ref().is_none_or(|r| r.is_synced())
-            && !self.draining.load(Ordering::Acquire)
+        self.can_serve() && !self.draining.load(Ordering::Acquire)
+    }
+
+    /// Whether ingestion is answered: the index is fresh (and the resolver synced). Draining does not
+    /// stop it — during the shutdown delay the replica keeps serving whoever still routes here.
+    pub fn can_serve(&self) -> bool {
+        self.index.is_synced() && self.resolver.as_ref().is_none_or(|r| r.is_synced())
     }
 
     /// Readiness drops first on shutdown, so endpoints stop routing here before requests are refused.
@@ -107,7 +111,7 @@ async fn trace_span(req: Request, next: Next) -> Response {
 }
 
 async fn readiness_gate(State(ready): State<Arc<Readiness>>, req: Request, next: Next) -> Response {
-    if !ready.is_ready() {
+    if !ready.can_serve() {
         return Problem::unavailable(
             "this replica is not ready (RR index, API discovery or namespace watch not synced, or shutting down)",
             Duration::from_secs(1),

@@ -11,7 +11,9 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-/// Serves `router` on `listener` until `shutdown`, then waits up to `drain` for in-flight requests.
+/// Serves `router` on `listener` until `shutdown`, then waits up to `drain` for in-flight requests;
+/// whatever is still running then is cut, so no handler can record an occurrence after the final
+/// occurrence flush that follows (`docs/reliability.md`, "Shutdown").
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -32,6 +34,7 @@ pub async fn serve_with_tls(
     drain: Duration,
 ) {
     let graceful = GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -54,7 +57,8 @@ pub async fn serve_with_tls(
         match &tls {
             None => {
                 let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-                tokio::spawn(async move {
+                while connections.try_join_next().is_some() {}
+                connections.spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
@@ -65,7 +69,8 @@ pub async fn serve_with_tls(
                 // accept loop; the header-read timeout bounds it too.
                 let (acceptor, builder) = (acceptor.clone(), builder.clone());
                 let watcher = graceful.watcher();
-                tokio::spawn(async move {
+                while connections.try_join_next().is_some() {}
+                connections.spawn(async move {
                     let stream =
                         match tokio::time::timeout(header_read_timeout, acceptor.accept(stream))
                             .await
@@ -96,7 +101,10 @@ pub async fn serve_with_tls(
     {
         tracing::warn!(
             ?drain,
-            "in-flight requests did not finish within the drain timeout"
+            in_flight = connections.len(),
+            "in-flight requests did not finish within the drain timeout; cutting them"
         );
     }
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
 }

@@ -480,3 +480,116 @@ async fn an_abandoned_item_records_and_audits_nothing() {
     );
     assert_eq!(f.stored_events().await, Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn a_create_whose_answer_was_lost_is_answered_created_not_duplicate() {
+    let s = signal();
+    let landed: Arc<Mutex<Option<Value>>> = Arc::default();
+    let f = fixture(vec![
+        // The create lands, but its answer is lost (here: a 504 after the write).
+        step("POST", "", {
+            let landed = landed.clone();
+            move |body| {
+                *landed.lock().unwrap() = Some(created(body).1);
+                (StatusCode::GATEWAY_TIMEOUT, status(504, "Timeout"))
+            }
+        }),
+        // The retry meets the object the first try made...
+        step("POST", "", |_| already_exists()),
+        // ...which is active (suppressing) but carries this admission's identity.
+        step("GET", rr_path(&s, 1), {
+            let landed = landed.clone();
+            move |_| {
+                let mut v = landed.lock().unwrap().clone().unwrap();
+                v["status"] = json!({"overallPhase": "Pending"});
+                (StatusCode::OK, v)
+            }
+        }),
+    ])
+    .await;
+    let d = f.decide(&s).await;
+    assert_eq!(d.outcome(), AdmissionOutcome::created, "{:?}", d.refusal());
+    assert_eq!(
+        d.decision()
+            .unwrap()
+            .admitted()
+            .uid
+            .map(|u| u.to_string())
+            .as_deref(),
+        Some("11111111-1111-1111-1111-111111111111")
+    );
+    d.commit(&f.pipeline, Timestamp::now());
+    assert_eq!(
+        f.stored_events().await,
+        ["gateway.signal.received", "gateway.crd.created"]
+    );
+}
+
+#[tokio::test]
+async fn another_admissions_create_is_a_duplicate() {
+    let s = signal();
+    let f = fixture(vec![
+        step("POST", "", |_| already_exists()),
+        step("GET", rr_path(&s, 1), {
+            let s = s.clone();
+            move |_| {
+                let mut v = existing(&s, 1, json!({"overallPhase": "Pending"}), json!({}));
+                v["metadata"]["annotations"]["namegate.io/created-by"] = json!("someone-else");
+                (StatusCode::OK, v)
+            }
+        }),
+    ])
+    .await;
+    let d = f.decide(&s).await;
+    assert_eq!(d.outcome(), AdmissionOutcome::duplicate);
+}
+
+/// The index's view: RR attempt 1 of `s`, finished.
+fn index_terminal_attempt_one(f: &Fixture, s: &Signal) {
+    let v = existing(s, 1, terminal(), json!({}));
+    let indexed: crate::index::IndexedRr = serde_json::from_value(v).unwrap();
+    f.pipeline
+        .admission()
+        .index()
+        .apply(kube::runtime::watcher::Event::Apply(indexed));
+}
+
+#[tokio::test]
+async fn a_failed_create_of_attempt_two_rereads_attempt_one_instead_of_retrying() {
+    let s = signal();
+    let f = fixture(vec![
+        // The consistent read of attempt 1 the create of attempt 2 rests on.
+        step("GET", rr_path(&s, 1), {
+            let s = s.clone();
+            move |_| (StatusCode::OK, existing(&s, 1, terminal(), json!({})))
+        }),
+        step("POST", "", |body| {
+            assert_eq!(body["metadata"]["labels"]["namegate.io/attempt"], "2");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                status(503, "ServiceUnavailable"),
+            )
+        }),
+        // Not a blind retry: attempt 1 is read again — and is gone now (retention deleted it).
+        step("GET", rr_path(&s, 1), |_| {
+            (StatusCode::NOT_FOUND, status(404, "NotFound"))
+        }),
+        step("GET", "", |_| {
+            (
+                StatusCode::OK,
+                json!({"apiVersion": "kubernaut.ai/v1alpha1", "kind": "RemediationRequestList",
+                "metadata": {"resourceVersion": "60"}, "items": []}),
+            )
+        }),
+        // So the fingerprint starts again at attempt 1, like every replica that saw the deletion.
+        step("POST", "", |body| {
+            assert_eq!(body["metadata"]["labels"]["namegate.io/attempt"], "1");
+            created(body)
+        }),
+    ])
+    .await;
+    index_terminal_attempt_one(&f, &s);
+    let d = f.decide(&s).await;
+    assert_eq!(d.outcome(), AdmissionOutcome::created, "{:?}", d.refusal());
+    assert_eq!(d.decision().unwrap().admitted().attempt, 1);
+}

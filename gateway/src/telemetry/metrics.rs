@@ -44,6 +44,8 @@ pub enum ApiVerb {
     get,
     list,
     watch,
+    /// Metadata patches: the per-replica occurrence totals.
+    patch,
     patch_status,
     tokenreview,
     subjectaccessreview,

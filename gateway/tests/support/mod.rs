@@ -11,6 +11,8 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
+pub mod fault_proxy;
+
 pub use namegate_e2e::{client, fresh_namespace, install_crd};
 
 pub fn free_port() -> u16 {
@@ -43,6 +45,8 @@ pub struct ReplicaOptions {
     /// default here: the admission tests name workloads that do not exist as objects, so they pass
     /// `--resolve-targets false --scope all` explicitly. `e2e_cutover.rs` turns it on.
     pub resolve: bool,
+    /// `--shutdown-delay` [default here: 0s, so tests stop fast].
+    pub shutdown_delay: Option<String>,
 }
 
 impl Replica {
@@ -79,7 +83,7 @@ impl Replica {
             })
             .args([
                 "--shutdown-delay",
-                "0s",
+                opts.shutdown_delay.as_deref().unwrap_or("0s"),
                 "--log-level",
                 "info,namegate=debug",
             ])
