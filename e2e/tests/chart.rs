@@ -113,6 +113,18 @@ fn of_kind<'a>(objects: &'a [Value], k: &str) -> Vec<&'a Value> {
     objects.iter().filter(|o| kind(o) == k).collect()
 }
 
+/// The name of the ingestion Service (the chart's full name, or `service.name`): the one Service that
+/// is not the metrics Service.
+fn ingestion_service(objects: &[Value]) -> &str {
+    let names: Vec<&str> = of_kind(objects, "Service")
+        .into_iter()
+        .map(name)
+        .filter(|n| !n.ends_with("-metrics"))
+        .collect();
+    assert_eq!(names.len(), 1, "one ingestion Service, found {names:?}");
+    names[0]
+}
+
 fn one<'a>(objects: &'a [Value], k: &str) -> &'a Value {
     let found = of_kind(objects, k);
     assert_eq!(
@@ -437,6 +449,9 @@ fn assert_least_privilege_with(
         "the gateway's Role grants exactly what admission, the index and the flusher use"
     );
 
+    // The gateway's own auth ClusterRole creates TokenReviews and SubjectAccessReviews, nothing else; the
+    // sender and audit-reader ClusterRoles (for binding callers) pass the gateway's own check only:
+    // one verb on the gateway's Service, by name.
     let allowed_auth = triples(&[
         ("authentication.k8s.io", "tokenreviews", "create"),
         ("authorization.k8s.io", "subjectaccessreviews", "create"),
@@ -444,21 +459,45 @@ fn assert_least_privilege_with(
     let mut target_reads = triples(&TARGET_READS);
     target_reads.extend(triples(extra_reads));
     let cluster_roles = of_kind(objects, "ClusterRole");
-    let (target_roles, auth_roles): (Vec<&Value>, Vec<&Value>) = cluster_roles
+    let (target_roles, other_roles): (Vec<&Value>, Vec<&Value>) = cluster_roles
         .iter()
         .copied()
         .partition(|r| name(r).ends_with("-targets"));
+    let (caller_roles, auth_roles): (Vec<&Value>, Vec<&Value>) = other_roles
+        .into_iter()
+        .partition(|r| name(r).ends_with("-sender") || name(r).ends_with("-audit-reader"));
     let auth_grants: BTreeSet<_> = auth_roles.iter().flat_map(|r| grants(r)).collect();
     let read_grants: BTreeSet<_> = target_roles.iter().flat_map(|r| grants(r)).collect();
     assert_eq!(
         read_grants, target_reads,
         "target resolution is granted exactly its metadata reads and watches"
     );
+    for r in &caller_roles {
+        let expected = if name(r).ends_with("-sender") {
+            triples(&[("", "services", "create")])
+        } else {
+            triples(&[("", "services/audit", "get")])
+        };
+        assert_eq!(grants(r), expected, "{}", name(r));
+        for rule in r["rules"].as_array().expect("rules") {
+            assert_eq!(
+                strs(&rule["resourceNames"]),
+                [ingestion_service(objects)],
+                "{}: a caller role names the gateway's Service only, or it would let callers create Services",
+                name(r)
+            );
+        }
+    }
     match auth {
         AuthMode::Kubernetes => {
             assert_eq!(
                 auth_grants, allowed_auth,
                 "auth: kubernetes needs TokenReview and SubjectAccessReview, nothing else cluster-wide"
+            );
+            assert_eq!(
+                caller_roles.len(),
+                2,
+                "the sender and audit-reader ClusterRoles"
             );
         }
         AuthMode::None => assert!(
@@ -634,6 +673,14 @@ fn assert_gateway(objects: &[Value], expect: &Expect) {
     let file = Settings::from_yaml(text, "config.yaml".into())
         .unwrap_or_else(|e| panic!("the gateway refuses the chart's config file: {e}\n{text}"));
     assert_eq!(file.auth, Some(expect.auth), "auth in the config file");
+    if expect.auth == AuthMode::Kubernetes {
+        // SubjectAccessReviews name the chart's Service, which the sender ClusterRole grants.
+        assert_eq!(
+            file.auth_service_name.as_deref(),
+            Some(ingestion_service(objects)),
+            "auth-service-name is the ingestion Service's name"
+        );
+    }
     let spill = file
         .audit_spill_path
         .clone()
@@ -655,19 +702,21 @@ fn assert_gateway(objects: &[Value], expect: &Expect) {
         );
     }
 
-    // Everything together resolves as in the pod: flags and env over the file. (Auth is taken as `none`
-    // here: whether this build implements `kubernetes` is the gateway's business, checked above by value.)
+    // Everything together resolves as in the pod: flags and env over the file.
     let cli = Settings {
         listen: Some(parse_listen(flag("listen")).expect("listen")),
         health_listen: Some(parse_listen(flag("health-listen")).expect("health-listen")),
         metrics_listen: Some(parse_listen(flag("metrics-listen")).expect("metrics-listen")),
         namespace: Some("release-ns".into()),
         audit_url: Some(audit_url.into()),
-        auth: Some(AuthMode::None),
         ..Settings::default()
     };
     let cfg = Config::resolve(cli.over(file))
         .unwrap_or_else(|e| panic!("the rendered settings do not resolve: {e}"));
+    assert_eq!(
+        cfg.auth, expect.auth,
+        "the gateway runs with the chart's auth mode"
+    );
 
     // Kubernetes must wait longer than the gateway's own shutdown before SIGKILL: the shutdown delay,
     // then the request drain and the final occurrence flush, each bounded by drain-timeout.
@@ -777,6 +826,9 @@ fn value_sets() -> Vec<(&'static str, Vec<&'static str>, Expect)> {
                 "senders[0].kind=ServiceAccount",
                 "senders[0].name=alertmanager-main",
                 "senders[0].namespace=monitoring",
+                "auditReaders[0].kind=Group",
+                "auditReaders[0].name=sre",
+                "auditReaders[0].apiGroup=rbac.authorization.k8s.io",
                 "metrics.service.enabled=true",
                 "metrics.podAnnotations=true",
                 "podDisruptionBudget.minAvailable=2",
@@ -893,6 +945,7 @@ async fn defaults_are_production_shaped() {
             "ClusterRoleBinding",
             "ConfigMap",
             "Deployment",
+            "NetworkPolicy",
             "PodDisruptionBudget",
             "Role",
             "RoleBinding",
@@ -934,6 +987,78 @@ async fn defaults_are_production_shaped() {
     );
     let pdb = one(&objects, "PodDisruptionBudget");
     assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    // Secure by default: TokenReview + SubjectAccessReview on.
+    let cm = one(&objects, "ConfigMap");
+    let file =
+        Settings::from_yaml(cm["data"]["config.yaml"].as_str().unwrap(), "c".into()).unwrap();
+    assert_eq!(
+        file.auth,
+        Some(AuthMode::Kubernetes),
+        "auth is on by default"
+    );
+    // The chart's auth defaults are the gateway's (one source of truth: config.rs).
+    let defaults = Config::resolve(Settings {
+        namespace: Some("prod".into()),
+        ..Settings::default()
+    })
+    .unwrap();
+    let resolved = Config::resolve(
+        Settings {
+            namespace: Some("prod".into()),
+            ..Settings::default()
+        }
+        .over(file),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            &resolved.auth_ingest_permission,
+            &resolved.auth_lookup_permission,
+            resolved.auth_cache_ttl,
+            resolved.auth_negative_cache_ttl,
+            resolved.auth_cache_max_entries
+        ),
+        (
+            &defaults.auth_ingest_permission,
+            &defaults.auth_lookup_permission,
+            defaults.auth_cache_ttl,
+            defaults.auth_negative_cache_ttl,
+            defaults.auth_cache_max_entries
+        ),
+        "values.yaml's authorization defaults match config.rs"
+    );
+    // NetworkPolicy: ingestion open to the cluster, metrics from the monitoring namespace only, the
+    // health port from no pod (kubelet probes come from the node).
+    let np = one(&objects, "NetworkPolicy");
+    assert_eq!(
+        np["spec"]["podSelector"]["matchLabels"],
+        one(&objects, "Deployment")["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(strs(&np["spec"]["policyTypes"]), ["Ingress"]);
+    let rules = np["spec"]["ingress"].as_array().expect("ingress rules");
+    let by_port: BTreeMap<&str, &Value> = rules
+        .iter()
+        .map(|r| {
+            (
+                r["ports"][0]["port"].as_str().expect("named port"),
+                &r["from"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_port.keys().copied().collect::<Vec<_>>(),
+        ["http", "metrics"]
+    );
+    for (port, from) in &by_port {
+        assert!(
+            from.as_array().is_some_and(|f| !f.is_empty()),
+            "{port}: a rule without sources would admit everyone"
+        );
+    }
+    assert_eq!(
+        by_port["metrics"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
     let c = &one(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
     assert!(
         env_var(c, "NAMEGATE_AUDIT_URL")["value"].is_null(),

@@ -111,3 +111,11 @@ app.kubernetes.io/component: gateway
 {{- define "namegate.dataVolumeClaim" -}}
 {{- default (printf "%s-data" (include "namegate.fullname" .)) .Values.storage.persistence.existingClaim }}
 {{- end }}
+
+{{/*
+The gateway's Service name: `service.name` (e.g. kubernaut's `gateway-service`, docs/cutover.md) or the
+full name. The gateway's SubjectAccessReview (`auth-service-name`) and the caller ClusterRoles name it.
+*/}}
+{{- define "namegate.serviceName" -}}
+{{- .Values.service.name | default (include "namegate.fullname" .) }}
+{{- end }}
