@@ -13,6 +13,9 @@ use crate::resolve::Scope;
 use crate::resolve::objects::CacheConfig;
 use crate::telemetry::LogFormat;
 
+/// The pod's projected ServiceAccount token: what DataStorage is authenticated with by default.
+pub const DEFAULT_AUDIT_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
 /// The settings as given; `None` = not given at this level.
 #[derive(Clone, Debug, Default, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -32,12 +35,17 @@ pub struct Settings {
     /// Namespace of the RemediationRequests [default: the pod's namespace, else `default`]
     #[arg(long, env = "NAMEGATE_NAMESPACE")]
     pub namespace: Option<String>,
-    /// Audit store: sqlite://<path> (embedded) or postgres://… [default: sqlite://namegate-audit.db]
+    /// Audit store: sqlite://<path> (embedded), postgres://…, or http(s)://<kubernaut DataStorage>
+    /// [default: sqlite://namegate-audit.db]
     #[arg(long, env = "NAMEGATE_AUDIT_URL")]
     pub audit_url: Option<String>,
     /// HMAC key file for the audit hash chains (optional).
     #[arg(long, env = "NAMEGATE_AUDIT_HMAC_KEY_FILE")]
     pub audit_hmac_key_file: Option<PathBuf>,
+    /// Bearer token file sent to kubernaut DataStorage (http(s) --audit-url), re-read per request
+    /// [default: /var/run/secrets/kubernetes.io/serviceaccount/token]
+    #[arg(long, env = "NAMEGATE_AUDIT_TOKEN_FILE")]
+    pub audit_token_file: Option<PathBuf>,
     /// Spill file used while the audit store is unreachable [default: <audit db dir>/audit-spill.jsonl]
     #[arg(long, env = "NAMEGATE_AUDIT_SPILL_PATH")]
     pub audit_spill_path: Option<PathBuf>,
@@ -155,6 +163,7 @@ pub struct Config {
     pub namespace: String,
     pub audit_url: String,
     pub audit_hmac_key_file: Option<PathBuf>,
+    pub audit_token_file: PathBuf,
     pub audit_spill_path: PathBuf,
     pub audit_checkpoint_path: PathBuf,
     pub audit_spill_budget_bytes: u64,
@@ -228,7 +237,7 @@ macro_rules! overlay {
 impl Settings {
     /// `self` (flags and env) over `file`.
     pub fn over(self, file: Settings) -> Settings {
-        overlay!(self, file; listen, health_listen, metrics_listen, namespace, audit_url, audit_hmac_key_file,
+        overlay!(self, file; listen, health_listen, metrics_listen, namespace, audit_url, audit_hmac_key_file, audit_token_file,
             audit_spill_path, audit_checkpoint_path, audit_spill_budget_bytes, audit_queue_capacity, audit_queue_budget_bytes,
             auth, auth_service_name, auth_ingest_permission, auth_lookup_permission, auth_cache_ttl,
             auth_negative_cache_ttl, auth_cache_max_entries, tls_cert_file, tls_key_file, flush_interval, index_watch_timeout,
@@ -369,6 +378,9 @@ impl Config {
                 .unwrap_or_else(|| default_spill_dir.join("audit-spill.jsonl")),
             audit_url,
             audit_hmac_key_file: s.audit_hmac_key_file,
+            audit_token_file: s
+                .audit_token_file
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_AUDIT_TOKEN_FILE)),
             audit_spill_budget_bytes: s.audit_spill_budget_bytes.unwrap_or(64 << 20),
             audit_queue_capacity: s.audit_queue_capacity.unwrap_or(16_384),
             audit_queue_budget_bytes: s.audit_queue_budget_bytes.unwrap_or(32 << 20),

@@ -63,6 +63,7 @@ pub async fn run(cfg: Config) -> Result<(), ServeError> {
         audit::checkpoint::DEFAULT_INTERVAL,
     );
     store_cfg.hmac_key_file = cfg.audit_hmac_key_file.clone();
+    store_cfg.token_file = Some(cfg.audit_token_file.clone());
     let store = audit::store::AuditStore::open_with(&store_cfg).await?;
     let writer_cfg = audit::writer::WriterConfig {
         queue_capacity: cfg.audit_queue_capacity,

@@ -137,7 +137,7 @@ impl TestDb {
                 let _ = c.close().await;
                 r.map(|_| ())
             }
-            Engine::Postgres => {
+            Engine::Postgres | Engine::DataStorage => {
                 let mut c = sqlx::PgConnection::connect(&self.owner_url).await?;
                 let r = sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
                     .execute(&mut c)
@@ -156,7 +156,7 @@ impl TestDb {
                 "DROP TRIGGER IF EXISTS audit_events_refuse_update; \
                  UPDATE audit_events SET {set} WHERE event_id = '{event_id}';"
             ),
-            Engine::Postgres => format!(
+            Engine::Postgres | Engine::DataStorage => format!(
                 "BEGIN; SET LOCAL session_replication_role = replica; \
                  UPDATE audit_events SET {set} WHERE event_id = '{event_id}'; COMMIT;"
             ),
@@ -171,7 +171,7 @@ impl TestDb {
                 "DROP TRIGGER IF EXISTS audit_events_refuse_delete; \
                  DELETE FROM audit_events WHERE event_id = '{event_id}';"
             ),
-            Engine::Postgres => format!(
+            Engine::Postgres | Engine::DataStorage => format!(
                 "BEGIN; SET LOCAL session_replication_role = replica; \
                  DELETE FROM audit_events WHERE event_id = '{event_id}'; COMMIT;"
             ),
@@ -192,7 +192,7 @@ impl TestDb {
                  INSERT INTO audit_migration_guard (id, holder, acquired_at) VALUES (1, 'test', 'now'); \
                  {rewrite} DELETE FROM audit_migration_guard; COMMIT;"
             ),
-            Engine::Postgres => {
+            Engine::Postgres | Engine::DataStorage => {
                 format!("BEGIN; SET LOCAL namegate.migration = 'on'; {rewrite} COMMIT;")
             }
         };
@@ -212,7 +212,9 @@ impl TestDb {
                     .expect("take the write lock");
                 *self.lock_holder.lock().await = Some(c);
             }
-            Engine::Postgres => self.proxy.as_ref().expect("proxy").cut().await,
+            Engine::Postgres | Engine::DataStorage => {
+                self.proxy.as_ref().expect("proxy").cut().await
+            }
         }
     }
 
@@ -227,7 +229,7 @@ impl TestDb {
                     let _ = c.close().await;
                 }
             }
-            Engine::Postgres => self.proxy.as_ref().expect("proxy").restore(),
+            Engine::Postgres | Engine::DataStorage => self.proxy.as_ref().expect("proxy").restore(),
         }
     }
 

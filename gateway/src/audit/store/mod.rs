@@ -16,6 +16,7 @@
 //! per `event_id`: an event already stored is skipped, which is what makes spill replay after a lost
 //! commit acknowledgement deliver every event exactly once.
 
+pub mod datastorage;
 mod postgres;
 mod sqlite;
 
@@ -57,6 +58,8 @@ pub struct StoreConfig {
     pub checkpoint_path: Option<PathBuf>,
     /// Time between checkpoint lines.
     pub checkpoint_interval: Duration,
+    /// DataStorage: the bearer token file (default the pod's ServiceAccount token), re-read per request.
+    pub token_file: Option<PathBuf>,
 }
 
 impl StoreConfig {
@@ -70,6 +73,7 @@ impl StoreConfig {
             busy_timeout: Duration::from_secs(5),
             checkpoint_path: None,
             checkpoint_interval: checkpoint::DEFAULT_INTERVAL,
+            token_file: None,
         }
     }
 
@@ -94,7 +98,9 @@ impl StoreConfig {
 /// try again / spill" from permanent failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("unsupported audit store URL {url:?}: expected sqlite://<path> or postgres://…")]
+    #[error(
+        "unsupported audit store URL {url:?}: expected sqlite://<path>, postgres://… or http(s)://<DataStorage>"
+    )]
     UnsupportedUrl { url: String },
     #[error("audit store unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
@@ -122,20 +128,44 @@ pub enum StoreError {
     CreateDir { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// DataStorage unreachable, refusing our credentials, overloaded or failing (docs/audit.md).
+    #[error("audit store unavailable: {reason}")]
+    Http {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// DataStorage refused a request of several events (400, 413, other 4xx).
+    #[error("DataStorage refused the batch ({status}): {detail}")]
+    Refused { status: u16, detail: String },
+    #[error(
+        "{0} is not available when kubernaut DataStorage is the audit store (query DataStorage's API)"
+    )]
+    NotSupported(&'static str),
 }
 
 impl StoreError {
     /// The store cannot be reached (connection refused/reset/closed, pool timeout, server shutting down,
     /// SQLite file locked by another process or its disk failing): retry later; meanwhile spill.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Unavailable(_) | Self::Timeout(_))
+        matches!(
+            self,
+            Self::Unavailable(_) | Self::Timeout(_) | Self::Http { .. }
+        )
+    }
+
+    /// How long the store asked us to wait (DataStorage's `Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
     }
 
     /// Worth retrying soon: unavailable, or a transient conflict (serialisation failure, deadlock).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::Unavailable(_) | Self::Timeout(_) | Self::Transient(_)
+            Self::Unavailable(_) | Self::Timeout(_) | Self::Transient(_) | Self::Http { .. }
         )
     }
 
@@ -214,6 +244,8 @@ enum ErrorClass {
 pub enum Engine {
     Sqlite,
     Postgres,
+    #[serde(rename = "datastorage")]
+    DataStorage,
 }
 
 impl Engine {
@@ -222,6 +254,8 @@ impl Engine {
             Ok(Self::Sqlite)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Self::Postgres)
+        } else if url.starts_with("http://") || url.starts_with("https://") {
+            Ok(Self::DataStorage)
         } else {
             Err(StoreError::UnsupportedUrl {
                 url: redact_url(url),
@@ -503,6 +537,8 @@ pub struct AppendReport {
     /// Events whose `event_id` was already stored (a replayed batch whose first commit was
     /// acknowledged too late); skipped, not re-chained.
     pub duplicates: u64,
+    /// DataStorage: events of types its schema refuses, logged instead of sent (docs/audit.md).
+    pub local_only: u64,
 }
 
 /// A page of [`AuditStore::trail`]: rows with `seq > after_seq`, at most `limit`.
@@ -631,6 +667,7 @@ pub struct MigrationReport {
 enum Backend {
     Sqlite(sqlx::SqlitePool),
     Postgres(sqlx::PgPool),
+    DataStorage(datastorage::Client),
 }
 
 /// The audit store. Cheap to clone (pools are shared).
@@ -661,22 +698,29 @@ impl AuditStore {
         let backend = match Engine::of_url(&config.url)? {
             Engine::Sqlite => Backend::Sqlite(sqlite::connect(config).await?),
             Engine::Postgres => Backend::Postgres(postgres::connect(config)?),
+            Engine::DataStorage => Backend::DataStorage(datastorage::connect(config)?),
         };
+        let is_datastorage = matches!(backend, Backend::DataStorage(_));
         let hasher = ChainHasher::new(key);
-        let checkpoints = config.checkpoint_path.as_ref().map(|p| {
-            Arc::new(Checkpointer::new(
-                p.clone(),
-                hasher.clone(),
-                config.checkpoint_interval,
-            ))
-        });
+        // DataStorage chains and verifies its own rows: nothing to checkpoint here.
+        let checkpoints = config
+            .checkpoint_path
+            .as_ref()
+            .filter(|_| !is_datastorage)
+            .map(|p| {
+                Arc::new(Checkpointer::new(
+                    p.clone(),
+                    hasher.clone(),
+                    config.checkpoint_interval,
+                ))
+            });
         let store = Self {
             backend,
             hasher,
             url: redact_url(&config.url),
             checkpoints,
         };
-        if config.migrate {
+        if config.migrate && !is_datastorage {
             store.migrate().await?;
         } else {
             store.ping().await?;
@@ -691,6 +735,7 @@ impl AuditStore {
         match &self.backend {
             Backend::Sqlite(pool) => sqlite::migrate(pool).await?,
             Backend::Postgres(pool) => postgres::migrate(pool).await?,
+            Backend::DataStorage(_) => return Err(StoreError::NotSupported("migrate-schema")),
         }
         let after = self.applied_versions().await?;
         Ok(MigrationReport {
@@ -712,6 +757,7 @@ impl AuditStore {
         match &self.backend {
             Backend::Sqlite(pool) => sqlite::applied_versions(pool).await,
             Backend::Postgres(pool) => postgres::applied_versions(pool).await,
+            Backend::DataStorage(_) => Err(StoreError::NotSupported("the schema version")),
         }
     }
 
@@ -726,6 +772,7 @@ impl AuditStore {
         match self.backend {
             Backend::Sqlite(_) => Engine::Sqlite,
             Backend::Postgres(_) => Engine::Postgres,
+            Backend::DataStorage(_) => Engine::DataStorage,
         }
     }
 
@@ -748,6 +795,7 @@ impl AuditStore {
             Backend::Postgres(pool) => {
                 sqlx::query("SELECT 1").execute(pool).await?;
             }
+            Backend::DataStorage(client) => client.ping().await?,
         }
         Ok(())
     }
@@ -758,6 +806,9 @@ impl AuditStore {
     pub async fn append_batch(&self, events: &[AuditEvent]) -> Result<AppendReport, StoreError> {
         if events.is_empty() {
             return Ok(AppendReport::default());
+        }
+        if let Backend::DataStorage(client) = &self.backend {
+            return client.append(events).await;
         }
         let mut rows = Vec::with_capacity(events.len());
         let mut seen = std::collections::HashSet::with_capacity(events.len());
@@ -772,6 +823,7 @@ impl AuditStore {
         let mut report = match &self.backend {
             Backend::Sqlite(pool) => sqlite::append(pool, &self.hasher, &mut rows).await?,
             Backend::Postgres(pool) => postgres::append(pool, &self.hasher, &mut rows).await?,
+            Backend::DataStorage(_) => unreachable!("handled above"),
         };
         if let Some(cp) = &self.checkpoints {
             cp.record(&rows);
@@ -791,6 +843,7 @@ impl AuditStore {
         let rows = match &self.backend {
             Backend::Sqlite(pool) => sqlite::trail(pool, correlation_id, page).await?,
             Backend::Postgres(pool) => postgres::trail(pool, correlation_id, page).await?,
+            Backend::DataStorage(_) => return Err(StoreError::NotSupported("the audit trail")),
         };
         rows.iter().map(RawEventRow::to_stored).collect()
     }
@@ -803,6 +856,7 @@ impl AuditStore {
         match &self.backend {
             Backend::Sqlite(pool) => sqlite::ids_for_legacy(pool, legacy_id).await,
             Backend::Postgres(pool) => postgres::ids_for_legacy(pool, legacy_id).await,
+            Backend::DataStorage(_) => Err(StoreError::NotSupported("the audit trail")),
         }
     }
 
@@ -818,6 +872,7 @@ impl AuditStore {
         match &self.backend {
             Backend::Sqlite(pool) => sqlite::rows_by_time(pool, ids, after, limit).await,
             Backend::Postgres(pool) => postgres::rows_by_time(pool, ids, after, limit).await,
+            Backend::DataStorage(_) => Err(StoreError::NotSupported("the audit trail")),
         }
     }
 
@@ -834,6 +889,7 @@ impl AuditStore {
                     .fetch_one(pool)
                     .await?
             }
+            Backend::DataStorage(_) => return Err(StoreError::NotSupported("counting events")),
         };
         Ok(u64::try_from(n).unwrap_or(0))
     }
@@ -857,6 +913,11 @@ impl AuditStore {
             Backend::Postgres(pool) => {
                 postgres::for_each_in_chain_order(pool, |row| verifier.check(row)).await?
             }
+            Backend::DataStorage(_) => {
+                return Err(StoreError::NotSupported(
+                    "verify (use DataStorage's POST /api/v1/audit/verify-chain)",
+                ));
+            }
         }
         Ok(verifier.finish())
     }
@@ -876,6 +937,7 @@ impl AuditStore {
         match &self.backend {
             Backend::Sqlite(pool) => pool.close().await,
             Backend::Postgres(pool) => pool.close().await,
+            Backend::DataStorage(_) => {}
         }
     }
 }

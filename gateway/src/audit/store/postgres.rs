@@ -131,6 +131,7 @@ pub(super) async fn append(
         return Ok(AppendReport {
             inserted: 0,
             duplicates,
+            local_only: 0,
         });
     }
 
@@ -211,6 +212,7 @@ pub(super) async fn append(
     Ok(AppendReport {
         inserted: rows.len() as u64,
         duplicates,
+        local_only: 0,
     })
 }
 

@@ -111,6 +111,7 @@ pub(super) async fn append(
         return Ok(AppendReport {
             inserted: 0,
             duplicates,
+            local_only: 0,
         });
     }
 
@@ -175,6 +176,7 @@ pub(super) async fn append(
     Ok(AppendReport {
         inserted: rows.len() as u64,
         duplicates,
+        local_only: 0,
     })
 }
 

@@ -168,6 +168,9 @@ pub struct AuditMetrics {
     pub rejected: Counter,
     /// `namegate_audit_dropped_events_total`: events that could be written nowhere. Must stay 0.
     pub dropped: Counter,
+    /// `namegate_audit_local_only_events_total`: events the store does not take by type (kubernaut
+    /// DataStorage and namegate's own `signal.rejected`/`signal.ignored`), logged at info instead.
+    pub local_only: Counter,
 }
 
 impl Default for AuditMetrics {
@@ -183,6 +186,7 @@ impl Default for AuditMetrics {
             spilled: Counter::default(),
             rejected: Counter::default(),
             dropped: Counter::default(),
+            local_only: Counter::default(),
         }
     }
 }
@@ -235,6 +239,11 @@ impl AuditMetrics {
             "Audit events that could be written nowhere (must be 0)",
             m.dropped.clone(),
         );
+        registry.register(
+            "namegate_audit_local_only_events",
+            "Audit events the store does not accept by type (DataStorage), logged at info instead",
+            m.local_only.clone(),
+        );
         m
     }
 
@@ -248,6 +257,7 @@ impl AuditMetrics {
             spilled: self.spilled.get(),
             rejected: self.rejected.get(),
             dropped: self.dropped.get(),
+            local_only: self.local_only.get(),
         }
     }
 }
@@ -262,6 +272,7 @@ pub struct WriterStats {
     pub spilled: u64,
     pub rejected: u64,
     pub dropped: u64,
+    pub local_only: u64,
 }
 
 #[derive(Debug)]
@@ -687,7 +698,11 @@ impl Writer {
                     tracing::warn!(error = %e, events = rest.len(), path = %self.spill.path().display(),
                         "audit store unreachable; spilling to the local file until it is back");
                     self.pending = rest;
-                    self.next_probe = Instant::now() + self.backoff.next_delay();
+                    self.next_probe = Instant::now()
+                        + self
+                            .backoff
+                            .next_delay()
+                            .max(e.retry_after().unwrap_or_default());
                 }
             }
         }
@@ -744,7 +759,10 @@ impl Writer {
             match self.store_events(batch).await {
                 Stored::Done => return Stored::Done,
                 Stored::Unavailable(rest, e) => {
-                    let delay = backoff.next_delay();
+                    // The store's own Retry-After (DataStorage 429/503) is a floor on the wait.
+                    let delay = backoff
+                        .next_delay()
+                        .max(e.retry_after().unwrap_or_default());
                     if Instant::now() + delay >= deadline {
                         return Stored::Unavailable(rest, e);
                     }
@@ -817,6 +835,7 @@ impl Writer {
                 self.metrics()
                     .written
                     .inc_by(report.inserted + report.duplicates);
+                self.metrics().local_only.inc_by(report.local_only);
                 Ok(())
             }
             Ok(Err(e)) => Err(e),
@@ -848,7 +867,7 @@ impl Writer {
     async fn try_replay(&mut self) {
         match tokio::time::timeout(self.cfg.probe_timeout, self.store.ping()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return self.replay_failed(&e.to_string()),
+            Ok(Err(e)) => return self.replay_failed_after(&e.to_string(), e.retry_after()),
             Err(_) => return self.replay_failed("probe timed out"),
         }
         while self.spill.has_unreplayed() {
@@ -868,7 +887,9 @@ impl Writer {
                     self.metrics().replayed.inc_by(n);
                     self.spill.mark_replayed(chunk.end);
                 }
-                Stored::Unavailable(_, e) => return self.replay_failed(&e.to_string()),
+                Stored::Unavailable(_, e) => {
+                    return self.replay_failed_after(&e.to_string(), e.retry_after());
+                }
             }
         }
         match self.spill.clear().await {
@@ -887,7 +908,12 @@ impl Writer {
     }
 
     fn replay_failed(&mut self, why: &str) {
-        let delay = self.backoff.next_delay();
+        self.replay_failed_after(why, None);
+    }
+
+    /// [`Writer::replay_failed`], waiting at least `floor` (the store's `Retry-After`).
+    fn replay_failed_after(&mut self, why: &str, floor: Option<Duration>) {
+        let delay = self.backoff.next_delay().max(floor.unwrap_or_default());
         tracing::debug!(reason = why, ?delay, "audit store still unreachable");
         self.next_probe = Instant::now() + delay;
         self.publish_retry_after();
