@@ -41,7 +41,7 @@ async fn all(store: &AuditStore, cid: &str) -> Vec<StoredEvent> {
 fn current_version(db: &TestDb) -> i64 {
     match db.engine {
         Engine::Sqlite => 1,
-        Engine::Postgres => 2,
+        Engine::Postgres | Engine::DataStorage => 2,
     }
 }
 
@@ -60,7 +60,7 @@ async fn migrations_are_idempotent(db: TestDb) {
         Engine::Sqlite => {
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_events'"
         }
-        Engine::Postgres => {
+        Engine::Postgres | Engine::DataStorage => {
             "SELECT indexname::text FROM pg_indexes WHERE tablename = 'audit_events'"
         }
     };
@@ -72,7 +72,7 @@ async fn migrations_are_idempotent(db: TestDb) {
                 .await
                 .unwrap()
         }
-        Engine::Postgres => {
+        Engine::Postgres | Engine::DataStorage => {
             let pool = sqlx::PgPool::connect(&db.owner_url).await.unwrap();
             sqlx::query_scalar(index_query)
                 .fetch_all(&pool)
