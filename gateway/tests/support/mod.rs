@@ -15,12 +15,23 @@ pub mod fault_proxy;
 
 pub use namegate_e2e::{client, fresh_namespace, install_crd};
 
+/// A loopback port that was free a moment ago and that this test process has not handed out before:
+/// the kernel may give a just-released ephemeral port again, which made two listeners of one
+/// replica collide ("ingestion, health and metrics addresses must differ").
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// One `namegate serve` process.
