@@ -83,8 +83,10 @@ async fn queue_is_bounded_in_bytes(db: TestDb) {
         }
     }
     let queued = u64::try_from(m.queue_bytes.get()).unwrap();
+    // Refused at the budget; the writer may still take one more event off the queue while the
+    // refusals are counted (it keeps retrying the store), so the gauge is within one event of it.
     assert!(
-        queued >= budget && queued < budget + size,
+        queued + size >= budget && queued < budget + size,
         "queued {queued} bytes with a budget of {budget} (events of {size})"
     );
     assert!(
