@@ -1,4 +1,4 @@
-//! Correlation IDs of the audit trail (contract §8, §9).
+//! Correlation IDs of the audit trail (docs/audit.md, docs/migration.md).
 //!
 //! New trails are keyed by the RR name ([`crate::name`]); decisions that never reached an RR use
 //! `fp:<fingerprint>`. Earlier gateway versions used three other formats, which the migration rewrites;

@@ -1,4 +1,4 @@
-//! The fingerprint of a signal's target (contract §4).
+//! The fingerprint of a signal's target (docs/compatibility.md).
 //!
 //! `fingerprint = hex(sha256("namespace:Kind:name"))`, prefixed with `cluster:` when a cluster ID is
 //! known. It must stay byte-compatible with the kubernaut gateway, so an RR created by either gateway

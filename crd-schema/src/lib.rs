@@ -1,10 +1,10 @@
 //! The pure core of namegate: everything that is a rule rather than an action.
 //!
-//! - [`fingerprint`]: the identity of the workload a signal is about (contract §4).
-//! - [`name`]: the deterministic, reversible RR name that serves as the lock (contract §5).
+//! - [`fingerprint`]: the identity of the workload a signal is about (docs/compatibility.md).
+//! - [`name`]: the deterministic, reversible RR name that serves as the lock (docs/decisions/0001-name-as-lock.md).
 //! - [`correlation`]: correlation IDs, new and legacy, as the audit trail and the migration see them.
 //! - [`phase`]: which RRs are active, terminal and suppressing (contract §1).
-//! - [`rr`]: the `RemediationRequest` custom resource (contract §6) and its CRD.
+//! - [`rr`]: the `RemediationRequest` custom resource (docs/api.md) and its CRD.
 //!
 //! Nothing here performs I/O, so every rule can be tested exhaustively and reused by the gateway, the
 //! migration and the tools without pulling a runtime in.
@@ -67,7 +67,7 @@ pub use fingerprint::{Fingerprint, Target, TargetError, TargetField};
 pub use name::{Attempt, NameError, ParsedName};
 pub use rr::{RemediationRequest, RemediationRequestSpec, RemediationRequestStatus};
 
-/// Labels and annotations the gateway puts on every RR it creates (contract §6).
+/// Labels and annotations the gateway puts on every RR it creates (docs/api.md).
 pub mod meta {
     /// `app.kubernetes.io/managed-by` value.
     pub const MANAGED_BY_KEY: &str = "app.kubernetes.io/managed-by";

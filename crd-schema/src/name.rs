@@ -1,4 +1,4 @@
-//! The RR name: the fingerprint encoded so that the name itself is the lock (contract §5).
+//! The RR name: the fingerprint encoded so that the name itself is the lock (docs/decisions/0001-name-as-lock.md).
 //!
 //! `name(fp, 1) = "rr-" + base32(digest)` (RFC 4648 alphabet, lowercase, no padding, over the 32 raw
 //! digest bytes) — 52 characters of body, a 55-character name. Later attempts append `-n`, so the

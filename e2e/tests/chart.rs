@@ -1,7 +1,7 @@
 //! The Helm chart (`charts/namegate`), checked with a real `helm` (built by `scripts/lib/helm.sh`, path in
 //! `HELM`) and the real kube-apiserver (`KUBECONFIG`): lint, render with several value sets, validate every
 //! rendered object by a server-side dry-run, read the gateway's config back with the gateway's own parser,
-//! and hold the RBAC to least privilege (contract §10, §11).
+//! and hold the RBAC to least privilege (docs/security.md, docs/kube-harness.md).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! Admission (contract §7): one signal in, "created" or "duplicate" out, with the RR name as the lock.
+//! Admission (docs/architecture.md): one signal in, "created" or "duplicate" out, with the RR name as the lock.
 //!
 //! 1. The index says whether a suppressing RR exists: if so the signal is its duplicate (no API call).
 //! 2. Otherwise, with `k` the highest live attempt, create `name(fp, k+1)`. When `k ≥ 1` the index's
@@ -464,7 +464,7 @@ impl Admission {
         }
     }
 
-    /// Counts the decision as one occurrence of its RR (contract §7a). Called only once the answer
+    /// Counts the decision as one occurrence of its RR (docs/architecture.md). Called only once the answer
     /// that reports it (201/202, or its line in a 207) is certain to be sent, so that after
     /// quiescence the RRs' counts equal the answers given; a batch answered 503 records nothing.
     pub fn record(&self, decision: &mut Decision, at: Timestamp) {
@@ -496,7 +496,7 @@ fn seen_fingerprint(rr: &RemediationRequest, fp: &Fingerprint) -> bool {
     rr.spec.signal_fingerprint == fp.to_hex()
 }
 
-/// The RR for attempt `attempt` of `signal` (contract §6): spec from the signal, the attempt label and
+/// The RR for attempt `attempt` of `signal` (docs/api.md): spec from the signal, the attempt label and
 /// correlation annotation, no ownerReferences.
 pub fn build_rr(signal: &Signal, attempt: Attempt) -> RemediationRequest {
     let rr_name = name::name(&signal.fingerprint, attempt);

@@ -1,4 +1,4 @@
-//! Configuration of `namegate serve` (contract §2): every setting is a flag, an environment variable
+//! Configuration of `namegate serve` (docs/operations.md): every setting is a flag, an environment variable
 //! `NAMEGATE_<FLAG>` and a key of the YAML file given by `--config`, in that order of precedence.
 //! Everything is validated at start, with errors that name the setting.
 

@@ -1,4 +1,4 @@
-//! The RR index (contract §7 step 2): a watch-backed, namespace-scoped cache of RemediationRequests
+//! The RR index (docs/architecture.md): a watch-backed, namespace-scoped cache of RemediationRequests
 //! keyed by `spec.signalFingerprint`, holding only what admission needs.
 //!
 //! Objects are decoded into [`IndexedRr`], a slim view that skips `originalPayload` and the rest of the

@@ -1,4 +1,4 @@
-//! Occurrence accounting (contract §7a; the design and its failure analysis are in
+//! Occurrence accounting (docs/architecture.md; the design and its failure analysis are in
 //! `docs/reliability.md`, "Occurrence counts").
 //!
 //! Every 201 and 202 is one occurrence of the RR *object* it names (name and UID: an RR deleted and

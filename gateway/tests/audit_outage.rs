@@ -1,4 +1,4 @@
-//! The store outage of contract §8: PostgreSQL itself is stopped (`scripts/lib/pg stop`, fast mode)
+//! The store outage of docs/audit.md: PostgreSQL itself is stopped (`scripts/lib/pg stop`, fast mode)
 //! for ~30 s while events keep arriving, then started again. The spill must grow during the outage and
 //! be replayed afterwards: every event exactly once, in order, every chain intact, nothing dropped.
 //!

@@ -1,4 +1,4 @@
-//! The audit store suite (contract §8), run against SQLite and PostgreSQL alike.
+//! The audit store suite (docs/audit.md), run against SQLite and PostgreSQL alike.
 #![allow(clippy::unwrap_used)]
 
 #[macro_use]

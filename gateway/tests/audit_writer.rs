@@ -1,4 +1,4 @@
-//! The audit writer (contract §8): batches, spill while the store is unreachable, ordered replay,
+//! The audit writer (docs/audit.md): batches, spill while the store is unreachable, ordered replay,
 //! backpressure, flush on shutdown — on SQLite and PostgreSQL, with real outages (see
 //! `audit_support`). Waits are event-driven: poll a metric or the store with a deadline.
 #![allow(clippy::unwrap_used)]

@@ -1,4 +1,4 @@
-//! Admission across replicas, against the real kube-apiserver (contract §7, §7a; issue 3 tests).
+//! Admission across replicas, against the real kube-apiserver (docs/architecture.md; issue 3 tests).
 #![allow(clippy::unwrap_used)]
 
 mod support;

@@ -1,6 +1,6 @@
 //! A real Alertmanager (Debian `prometheus-alertmanager` 0.25) as the client, alerts fired with
 //! `amtool`, its webhook receiver pointing at `namegate serve` replicas on the real kube-apiserver
-//! (contract §3, §11): one RR per workload, end to end, also with two Alertmanager HA peers that
+//! (docs/api.md, docs/kube-harness.md): one RR per workload, end to end, also with two Alertmanager HA peers that
 //! both deliver every notification.
 #![allow(clippy::unwrap_used)]
 

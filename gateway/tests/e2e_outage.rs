@@ -1,4 +1,4 @@
-//! The API server stopped mid-burst (contract §3, §7, §7a): the gateway answers 503 + `Retry-After`
+//! The API server stopped mid-burst (docs/api.md, docs/architecture.md): the gateway answers 503 + `Retry-After`
 //! and keeps running; once the API server is back, the signals re-sent the way Alertmanager re-sends
 //! them (every 5xx, again) converge to exactly one RR per fingerprint, and after a graceful stop the
 //! occurrence counts equal the 201/202 answers given.

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Helm for the chart tests (contract §11): built from Go modules with `go install`, cached under
+# Helm for the chart tests (docs/kube-harness.md): built from Go modules with `go install`, cached under
 # target/tools/bin. Sourced after scripts/lib/common.sh (needs ROOT and log); not executed.
 #
 #   source scripts/lib/common.sh; source scripts/lib/helm.sh; ensure_helm   # exports HELM=<path>

@@ -1,4 +1,4 @@
-//! The Alertmanager webhook v4 adapter (`POST /api/v1/signals/prometheus`, contract §3, §4).
+//! The Alertmanager webhook v4 adapter (`POST /api/v1/signals/prometheus`, docs/api.md, docs/compatibility.md).
 //!
 //! # Envelope
 //!

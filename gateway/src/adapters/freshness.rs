@@ -1,4 +1,4 @@
-//! Replay and freshness checks (contract §3).
+//! Replay and freshness checks (docs/api.md).
 //!
 //! A captured webhook replayed later must not open a new remediation, and a clock far ahead is a
 //! sign of a forged or broken sender. The rules:

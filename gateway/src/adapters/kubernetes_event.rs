@@ -1,4 +1,4 @@
-//! The Kubernetes Event adapter (`POST /api/v1/signals/kubernetes-event`, contract §3).
+//! The Kubernetes Event adapter (`POST /api/v1/signals/kubernetes-event`, docs/api.md).
 //!
 //! Accepts one Event in either shape:
 //!

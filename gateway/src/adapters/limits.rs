@@ -1,7 +1,7 @@
 //! Label and annotation caps, and truncation that never splits a UTF-8 character.
 //!
 //! The kubernaut gateway truncated label values by byte count and could cut a multi-byte
-//! character in half, producing text the API server rejects or stores mangled (contract §12).
+//! character in half, producing text the API server rejects or stores mangled (docs/compatibility.md).
 //! Every truncation here ends on a character boundary and yields a prefix of the input.
 //!
 //! What is capped, and how (defaults in [`Limits::default`]):

@@ -27,7 +27,7 @@
 //! The HTTP layer applies one body limit (256 KiB, 413) before anything is parsed; it is the only
 //! size limit on a request. The kubernaut gateway had a second, smaller cap (100 KiB) inside its
 //! Prometheus adapter, so bodies between 100 and 256 KiB passed the HTTP layer and were then
-//! refused with a misleading 400 (contract §12). Here adapters bound what they produce — alerts
+//! refused with a misleading 400 (docs/compatibility.md). Here adapters bound what they produce — alerts
 //! per batch, labels and annotations per signal, the bytes of each RR and of everything one request
 //! decodes into ([`limits`], docs/limits.md) — never the bytes they are given.
 //!
@@ -78,7 +78,7 @@ pub struct AdapterConfig {
     pub limits: Limits,
     /// Replay windows.
     pub freshness: FreshnessConfig,
-    /// Resource label keys beyond the built-in ones (contract §4: "any kind that API discovery
+    /// Resource label keys beyond the built-in ones (docs/compatibility.md: "any kind that API discovery
     /// maps from a label key"), filled from discovery by the caller. Consulted after the built-in
     /// workload labels and before `pod`/`node`. Keys that are never kinds (`job`, `service`,
     /// `instance`, `endpoint`, `container`, `namespace`, …) and keys already built in are ignored.

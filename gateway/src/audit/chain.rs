@@ -1,4 +1,4 @@
-//! The tamper-evidence chain (contract §8): canonical form of a stored event and its hash.
+//! The tamper-evidence chain (docs/audit.md): canonical form of a stored event and its hash.
 //!
 //! Every correlation ID has its own chain. An event's hash is
 //!

@@ -1,4 +1,4 @@
-//! `namegate audit show|verify|migrate-schema` (contract §2, §8). The binary parses flags and calls
+//! `namegate audit show|verify|migrate-schema` (docs/operations.md, docs/audit.md). The binary parses flags and calls
 //! these; they print for humans and return what the exit code needs.
 //!
 //! `show` and `verify` never change the store (no migrations); `migrate-schema` is the only writer.

@@ -1,4 +1,4 @@
-//! The audit event envelope (contract §8). Field names follow kubernaut DataStorage's `audit_events`
+//! The audit event envelope (docs/audit.md). Field names follow kubernaut DataStorage's `audit_events`
 //! table so operators and the migration meet one vocabulary.
 
 use jiff::Timestamp;

@@ -1,4 +1,4 @@
-//! The trail of one correlation ID (contract §8): `GET /api/v1/audit/correlations/{id}` and
+//! The trail of one correlation ID (docs/audit.md): `GET /api/v1/audit/correlations/{id}` and
 //! `namegate audit show <id>`.
 //!
 //! - Resolution: the rows whose `correlation_id` or `legacy_correlation_id` is the requested ID, plus —

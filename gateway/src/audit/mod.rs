@@ -1,4 +1,4 @@
-//! The audit trail (contract §8): every admission decision, durable, tamper-evident and looked up by
+//! The audit trail (docs/audit.md): every admission decision, durable, tamper-evident and looked up by
 //! correlation ID. See `docs/audit.md`.
 //!
 //! - [`event`]: the envelope the admission code emits.

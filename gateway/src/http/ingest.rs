@@ -1,4 +1,4 @@
-//! The ingestion endpoints (contract §3): read and decode the body, hand each item to the
+//! The ingestion endpoints (docs/api.md): read and decode the body, hand each item to the
 //! [`Pipeline`](crate::pipeline), and turn its answers into a response. Decisions, occurrences and
 //! audit events are the pipeline's.
 
@@ -27,7 +27,7 @@ use crate::telemetry::metrics::AdmissionOutcome;
 
 pub use crate::pipeline::{DuplicateMetadata, ItemBody};
 
-/// The one body limit, applied before parsing (contract §3).
+/// The one body limit, applied before parsing (docs/api.md).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Alerts of one batch admitted concurrently (order of results is kept).
 const BATCH_CONCURRENCY: usize = 16;

@@ -1,4 +1,4 @@
-//! Prometheus metrics (contract §13). Every family is `namegate_`-prefixed and every label set is
+//! Prometheus metrics (docs/operations.md). Every family is `namegate_`-prefixed and every label set is
 //! closed: adapters, outcomes, verbs and status-code classes come from enums, never from input.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};

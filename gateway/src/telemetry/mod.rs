@@ -1,4 +1,4 @@
-//! Metrics, logs and traces (contract §13).
+//! Metrics, logs and traces (docs/operations.md).
 //!
 //! - Logs: `tracing` with a JSON (default) or text formatter; one line per admission decision at
 //!   debug level, warnings and errors always with the request ID.

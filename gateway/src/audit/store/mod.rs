@@ -1,4 +1,4 @@
-//! The audit store (contract §8): one behaviour over two engines, chosen by URL.
+//! The audit store (docs/audit.md): one behaviour over two engines, chosen by URL.
 //!
 //! - `sqlite://<path>` — the embedded default for a single process. The file (and its directory) is
 //!   created when missing; WAL journal, `synchronous = FULL` (a committed batch survives power loss), and

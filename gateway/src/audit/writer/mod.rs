@@ -1,4 +1,4 @@
-//! The audit writer (contract §8): off the request's critical path, bounded, batched, never silently
+//! The audit writer (docs/audit.md): off the request's critical path, bounded, batched, never silently
 //! dropping.
 //!
 //! The request path holds an [`AuditSink`]. It reserves queue slots *before* acting
@@ -146,7 +146,7 @@ impl AuditError {
     }
 }
 
-/// The writer's metrics (contract §8, §13). Names are registered as given (no registry prefix).
+/// The writer's metrics (docs/audit.md, docs/operations.md). Names are registered as given (no registry prefix).
 #[derive(Clone, Debug)]
 pub struct AuditMetrics {
     /// `namegate_audit_queue_depth`: events queued or reserved, not yet taken by the writer.
