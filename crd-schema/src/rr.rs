@@ -160,7 +160,7 @@ pub struct RemediationRequestStatus {
     pub timeout_config: Option<TimeoutConfig>,
 }
 
-/// Occurrence accounting (contract §7a), written only by the gateway. No field is required, like in
+/// Occurrence accounting (docs/architecture.md), written only by the gateway. No field is required, like in
 /// kubernaut's schema: a writer whose structs omit zero values (`omitempty`) must be accepted, and a
 /// missing time reads as the Unix epoch ([`Deduplication::first_seen`] treats it as unknown).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
