@@ -19,8 +19,9 @@
 //! `Conflict` and a re-read, never a lost update; and every value written is absolute, so a write
 //! whose outcome is unknown (a timeout after the API server applied it) is simply written again.
 //!
-//! Durability: what is pending when the process is SIGKILLed is lost (at most one flush interval of
-//! this replica's occurrences). SIGTERM flushes everything before exit.
+//! Durability: what is pending when the process is SIGKILLed is lost — what it answered since its
+//! last successful flush of each RR: one flush interval while the API server accepts writes, longer
+//! while they fail (`docs/reliability.md`, "The fault soak"). SIGTERM flushes everything before exit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
