@@ -88,6 +88,10 @@ enum AuditCommand {
         correlation_id: String,
         #[arg(long, env = "NAMEGATE_AUDIT_URL")]
         audit_url: String,
+        /// kubernaut DataStorage as the store (`--audit-url http(s)://…`): the bearer token file
+        /// (default the pod's ServiceAccount token).
+        #[arg(long, env = "NAMEGATE_AUDIT_TOKEN_FILE")]
+        audit_token_file: Option<PathBuf>,
     },
     /// Recompute every hash chain and report each break.
     Verify {
@@ -167,9 +171,16 @@ fn main() -> ExitCode {
             AuditCommand::Show {
                 correlation_id,
                 audit_url,
+                audit_token_file,
             } => run_async(async move {
                 let mut out = std::io::stdout().lock();
-                namegate::audit::cli::show(&audit_url, &correlation_id, &mut out).await
+                namegate::audit::cli::show_with(
+                    &audit_url,
+                    audit_token_file.as_deref(),
+                    &correlation_id,
+                    &mut out,
+                )
+                .await
             }),
             AuditCommand::Verify {
                 audit_url,

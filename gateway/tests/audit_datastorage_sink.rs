@@ -2,8 +2,15 @@
 //! the writer against a small HTTP server, written here, that implements DataStorage's batch endpoint
 //! contract — `POST /api/v1/audit/events/batch` (a JSON array; 201 with the event IDs it assigned; a
 //! 400 RFC 7807 problem refusing the whole batch when one event is invalid; 401 without the bearer
-//! token; 429/503 with `Retry-After`) and `GET /api/v1/audit/events?correlation_id=&limit=&offset=`.
-//! Outages are real: the server closes its listener and every connection, then binds the port again.
+//! token; 429/503 with `Retry-After`) and `GET /api/v1/audit/events?correlation_id=&limit=&offset=`
+//! (`AuditEventsQueryResponse`: `data` newest first by `event_timestamp DESC, event_id DESC` — the
+//! order of DataStorage's query builder — and `pagination {limit, offset, total, has_more}`; `limit`
+//! 1–1000, default 50, `offset` ≥ 0, else 400). Outages are real: the server closes its listener and
+//! every connection, then binds the port again. This fake is the only DataStorage the tests have (no
+//! real kubernaut DataStorage runs in this project's test environment).
+//!
+//! The lookups (`namegate audit show`, `GET /api/v1/audit/correlations/{id}`) read DataStorage's query
+//! API when it is the store: tested at the end of this file.
 //!
 //! DataStorage assigns event IDs itself and namegate's `event_id` is not on the wire, so the server's
 //! rows are told apart by `event_data.n`, the number each test event carries (unique per event).
@@ -25,6 +32,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
+use namegate::audit::lookup;
 use namegate::audit::store::{AuditStore, StoreConfig};
 use namegate::audit::writer::{AuditMetrics, AuditSink, AuditWriter, WriterConfig, WriterHandle};
 use namegate::audit::{AuditEvent, EventOutcome, EventType};
@@ -54,6 +62,10 @@ struct Inner {
     posts: Vec<(Instant, String, Vec<u64>, u16)>,
     /// The bearer token the server accepts.
     token: String,
+    /// Answer queries with this status (and `Retry-After` seconds) instead.
+    query_fails: Option<(u16, Option<u64>)>,
+    /// Queries answered, with their `limit` and `offset`.
+    queries: Vec<(usize, usize)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -78,6 +90,16 @@ impl Fake {
     }
     fn posts(&self) -> Vec<(Instant, String, Vec<u64>, u16)> {
         self.0.lock().unwrap().posts.clone()
+    }
+    /// Stores rows as DataStorage's writer would (IDs and chain columns assigned here).
+    fn insert(&self, rows: Vec<Value>) -> Vec<String> {
+        store(&mut self.0.lock().unwrap(), rows)
+    }
+    fn fail_queries(&self, answer: Option<(u16, Option<u64>)>) {
+        self.0.lock().unwrap().query_fails = answer;
+    }
+    fn queries(&self) -> Vec<(usize, usize)> {
+        self.0.lock().unwrap().queries.clone()
     }
 }
 
@@ -166,11 +188,29 @@ async fn batch(State(fake): State<Fake>, headers: HeaderMap, body: String) -> Re
         .into_response()
 }
 
+/// Stores events as DataStorage does: a random v4 `event_id`, `event_date`, and the chain columns
+/// (`previous_event_hash` the newest row's of the same correlation ID; the hash itself is not
+/// DataStorage's, which these tests do not verify), legal hold off.
 fn store(inner: &mut Inner, events: Vec<Value>) -> Vec<String> {
+    use sha2::Digest;
     let mut ids = Vec::new();
     for mut e in events {
         let id = uuid::Uuid::new_v4().to_string();
+        let cid = e["correlation_id"].clone();
+        let prev = inner
+            .rows
+            .iter()
+            .rev()
+            .find(|r| r["correlation_id"] == cid)
+            .map(|r| r["event_hash"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default();
+        let hash = hex::encode(sha2::Sha256::digest(format!("{prev}{id}")));
+        let ts: jiff::Timestamp = e["event_timestamp"].as_str().unwrap().parse().unwrap();
         e["event_id"] = json!(id);
+        e["event_date"] = json!(ts.to_zoned(jiff::tz::TimeZone::UTC).date().to_string());
+        e["event_hash"] = json!(hash);
+        e["previous_event_hash"] = json!(prev);
+        e["legal_hold"] = json!(false);
         inner.rows.push(e);
         ids.push(id);
     }
@@ -185,15 +225,39 @@ async fn query(
     if !authorised(&fake, &headers).0 {
         return problem(StatusCode::UNAUTHORIZED, "token review failed");
     }
+    if let Some((status, retry)) = fake.0.lock().unwrap().query_fails {
+        let mut resp = problem(StatusCode::from_u16(status).unwrap(), "query refused");
+        if let Some(secs) = retry {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, secs.to_string().parse().unwrap());
+        }
+        return resp;
+    }
     let cid = q.get("correlation_id").cloned().unwrap_or_default();
-    let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(50);
-    let offset: usize = q.get("offset").and_then(|l| l.parse().ok()).unwrap_or(0);
-    let inner = fake.0.lock().unwrap();
-    let all: Vec<&Value> = inner
+    let limit: i64 = match q.get("limit").map(|l| l.parse()) {
+        None => 50,
+        Some(Ok(l)) if (1..=1000).contains(&l) => l,
+        Some(_) => return problem(StatusCode::BAD_REQUEST, "limit must be between 1 and 1000"),
+    };
+    let offset: i64 = match q.get("offset").map(|o| o.parse()) {
+        None => 0,
+        Some(Ok(o)) if o >= 0 => o,
+        Some(_) => return problem(StatusCode::BAD_REQUEST, "offset must be non-negative"),
+    };
+    let (limit, offset) = (limit as usize, offset as usize);
+    let mut inner = fake.0.lock().unwrap();
+    inner.queries.push((limit, offset));
+    let mut all: Vec<&Value> = inner
         .rows
         .iter()
         .filter(|r| r["correlation_id"] == json!(cid))
         .collect();
+    // DataStorage's order: newest first, ties by event_id (both descending).
+    let key = |r: &Value| {
+        let ts: jiff::Timestamp = r["event_timestamp"].as_str().unwrap().parse().unwrap();
+        (ts, r["event_id"].as_str().unwrap().to_owned())
+    };
+    all.sort_by_key(|r| std::cmp::Reverse(key(r)));
     let page: Vec<&Value> = all.iter().skip(offset).take(limit).copied().collect();
     Json(json!({
         "data": page,
@@ -539,4 +603,340 @@ async fn outage_under_load_loses_nothing_and_duplicates_nothing() {
     assert_exactly_once_in_order(&r.server.fake, &sent);
     assert!(stats.replayed > 0, "{stats:?}");
     assert_eq!((stats.rejected, stats.dropped), (0, 0), "{stats:?}");
+}
+
+// ---- Lookups from DataStorage (docs/audit.md, "Lookups") ----
+
+const FP: &str = "ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12";
+
+/// A DataStorage row as the batch endpoint receives it, `secs` after a fixed time (whole seconds, as
+/// kubernaut's services send them, so several events share a second).
+fn ds_row(cid: &str, secs: i64, n: u64, uid: &str, padding: usize) -> Value {
+    let at = jiff::Timestamp::from_second(1_780_000_000 + secs).unwrap();
+    json!({
+        "version": "1.0",
+        "event_type": "gateway.signal.deduplicated",
+        "event_timestamp": at.to_string(),
+        "event_category": "gateway",
+        "event_action": "deduplicated",
+        "event_outcome": "success",
+        "correlation_id": cid,
+        "actor_type": "external",
+        "actor_id": "alertmanager",
+        "resource_type": "RemediationRequest",
+        "resource_id": format!("kubernaut-system/{cid}"),
+        "namespace": "prod",
+        "event_data": {
+            "event_type": "gateway.signal.deduplicated",
+            "signal_type": "alert",
+            "signal_name": "HighMemory",
+            "namespace": "prod",
+            "fingerprint": FP,
+            "rr_uid": uid,
+            "n": n,
+            "pad": "x".repeat(padding),
+        },
+    })
+}
+
+/// The fake's rows of `cid` in DataStorage's own order, oldest first: `(event_timestamp, event_id)`.
+fn oldest_first(fake: &Fake, cid: &str) -> Vec<String> {
+    let inner = fake.0.lock().unwrap();
+    let mut rows: Vec<(jiff::Timestamp, String)> = inner
+        .rows
+        .iter()
+        .filter(|r| r["correlation_id"] == json!(cid))
+        .map(|r| {
+            (
+                r["event_timestamp"].as_str().unwrap().parse().unwrap(),
+                r["event_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows.into_iter().map(|(_, id)| id).collect()
+}
+
+async fn ds_store(server: &Server, dir: &tempfile::TempDir, token: &str) -> AuditStore {
+    audit_support::init_logging();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let mut cfg = StoreConfig::new(server.url());
+    cfg.token_file = Some(token_file);
+    cfg.acquire_timeout = Duration::from_millis(500);
+    AuditStore::open_with(&cfg).await.unwrap()
+}
+
+/// Every page of `cid` with `limit`, calling `between` after each page.
+async fn all_pages(
+    store: &AuditStore,
+    cid: &str,
+    limit: u32,
+    mut between: impl FnMut(usize),
+) -> Vec<lookup::TrailPage> {
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = lookup::correlation_trail(store, cid, cursor.as_deref(), limit)
+            .await
+            .unwrap();
+        between(pages.len());
+        cursor = page.next_cursor.clone();
+        pages.push(page);
+        if cursor.is_none() {
+            return pages;
+        }
+        assert!(pages.len() < 1000, "paging does not end");
+    }
+}
+
+#[tokio::test]
+async fn lookups_read_datastorage_oldest_first_in_pages_and_appends_do_not_disturb_them() {
+    let server = Server::start("token-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    // 40 events of rr-a, three per second (ties ordered by event_id, as DataStorage orders them),
+    // two RR objects; other IDs' events around them.
+    let mut rows = Vec::new();
+    for n in 0..40u64 {
+        let uid = if n < 20 { "uid-1" } else { "uid-2" };
+        rows.push(ds_row("rr-a", n as i64 / 3, n, uid, 0));
+        rows.push(ds_row("rr-b", n as i64, 100 + n, "uid-9", 0));
+    }
+    server.fake.insert(rows);
+    let store = ds_store(&server, &dir, "token-1").await;
+
+    let fake = server.fake.clone();
+    let pages = all_pages(&store, "rr-a", 7, |i| {
+        // DataStorage keeps writing while the trail is paged: newer events of rr-a arrive.
+        if i == 1 {
+            fake.insert(vec![
+                ds_row("rr-a", 100, 40, "uid-2", 0),
+                ds_row("rr-a", 101, 41, "uid-2", 0),
+            ]);
+        }
+    })
+    .await;
+    let events: Vec<&namegate::audit::store::StoredEvent> =
+        pages.iter().flat_map(|p| p.events()).collect();
+    let ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
+    assert_eq!(
+        ids,
+        oldest_first(&server.fake, "rr-a"),
+        "order or completeness"
+    );
+    assert_eq!(ids.len(), 42);
+    assert!(
+        pages
+            .iter()
+            .all(|p| p.count <= 7 && p.count == p.events().count())
+    );
+    // seq is the position in the trail; the columns DataStorage returns are mapped.
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=42).collect::<Vec<i64>>()
+    );
+    let first = events[0];
+    assert_eq!(first.correlation_id, "rr-a");
+    assert_eq!(first.event_type, "gateway.signal.deduplicated");
+    assert_eq!(first.event_version, "1.0");
+    assert_eq!(first.fingerprint.as_deref(), Some(FP));
+    assert_eq!(first.actor_id.as_deref(), Some("alertmanager"));
+    assert_eq!(first.resource_id.as_deref(), Some("kubernaut-system/rr-a"));
+    // DataStorage's "" (first row of a chain) reads as no previous hash.
+    let unlinked = events
+        .iter()
+        .filter(|e| e.previous_event_hash.is_none())
+        .count();
+    assert_eq!(unlinked, 1, "one first row of the chain");
+    assert_eq!(first.event_hash.len(), 64);
+    assert_eq!(first.hash_algorithm, "", "not in DataStorage's answer");
+    assert_eq!(pages[0].resolved_ids, vec!["rr-a".to_owned()]);
+    // Grouped by RR object within each page.
+    let uids: Vec<Option<&str>> = pages
+        .iter()
+        .flat_map(|p| p.groups.iter().map(|g| g.rr_uid.as_deref()))
+        .collect();
+    assert!(
+        uids.iter().all(|u| matches!(u, Some("uid-1" | "uid-2"))),
+        "{uids:?}"
+    );
+    let page3 = pages
+        .iter()
+        .find(|p| p.events().any(|e| e.seq == 20))
+        .unwrap();
+    assert_eq!(
+        page3.groups.len(),
+        2,
+        "uid-1 ends at 20, uid-2 starts at 21"
+    );
+    // No request asked DataStorage for more than one chunk of events plus the overlap.
+    let queries = server.fake.queries();
+    assert!(queries.iter().all(|(limit, _)| *limit <= 17), "{queries:?}");
+}
+
+#[tokio::test]
+async fn a_page_of_large_datastorage_events_ends_at_the_byte_bound() {
+    let server = Server::start("token-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    // 30 events of 300 KiB each (DataStorage takes up to 256 KiB of event_data; the bound is what
+    // matters here): 9 MB in all, more than two pages of 4 MiB.
+    let rows = (0..30u64)
+        .map(|n| ds_row("rr-big", n as i64, n, "uid-1", 300 * 1024))
+        .collect();
+    server.fake.insert(rows);
+    let store = ds_store(&server, &dir, "token-1").await;
+    let pages = all_pages(&store, "rr-big", lookup::MAX_LIMIT, |_| {}).await;
+    assert!(pages.len() >= 3, "{} pages", pages.len());
+    for p in &pages {
+        let bytes: usize = p.events().map(|e| e.event_data.to_string().len()).sum();
+        assert!(p.count >= 1);
+        assert!(bytes <= lookup::MAX_PAGE_BYTES, "a page of {bytes} bytes");
+    }
+    let ids: Vec<String> = pages
+        .iter()
+        .flat_map(|p| p.events().map(|e| e.event_id.to_string()))
+        .collect();
+    assert_eq!(ids, oldest_first(&server.fake, "rr-big"));
+}
+
+async fn http_get(router: &axum::Router, uri: &str) -> Response {
+    use tower::ServiceExt;
+    router
+        .clone()
+        .oneshot(
+            axum::http::Request::get(uri)
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+}
+
+async fn json_body(resp: Response) -> Value {
+    let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
+        .await
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+fn problem_of(resp: &Response) -> &namegate::http::problem::Problem {
+    resp.extensions()
+        .get::<namegate::http::problem::Problem>()
+        .expect("a problem answer")
+}
+
+#[tokio::test]
+async fn the_lookup_route_and_audit_show_read_datastorage() {
+    let mut server = Server::start("token-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    server.fake.insert(
+        (0..12u64)
+            .map(|n| ds_row("rr-a", n as i64, n, "uid-1", 0))
+            .collect(),
+    );
+    let store = ds_store(&server, &dir, "token-1").await;
+    let router = lookup::router(store.clone());
+
+    let resp = http_get(&router, "/api/v1/audit/correlations/rr-a?limit=5").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let page = json_body(resp).await;
+    assert_eq!(page["count"], json!(5));
+    assert_eq!(page["groups"][0]["rr_uid"], json!("uid-1"));
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let resp = http_get(
+        &router,
+        &format!("/api/v1/audit/correlations/rr-a?limit=100&cursor={cursor}"),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let rest = json_body(resp).await;
+    assert_eq!(rest["count"], json!(7));
+    assert_eq!(rest["next_cursor"], Value::Null);
+    assert_eq!(rest["groups"][0]["events"][0]["seq"], json!(6));
+
+    // No events: 404. A cursor this API did not return (or the SQL stores' form): 400.
+    let resp = http_get(&router, "/api/v1/audit/correlations/rr-none").await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    for bad in ["x", "2025-01-17T18:32:01.123456Z~42", "ds~0~x", "ds~3"] {
+        let resp = http_get(
+            &router,
+            &format!("/api/v1/audit/correlations/rr-a?cursor={bad}"),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    // A cursor whose event is no longer where it was (an older event arrived late): 400, restart.
+    server.fake.insert(vec![ds_row("rr-a", -5, 99, "uid-1", 0)]);
+    let resp = http_get(
+        &router,
+        &format!("/api/v1/audit/correlations/rr-a?cursor={cursor}"),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(problem_of(&resp).detail.contains("start again"));
+
+    // `namegate audit show` against DataStorage, with its token file.
+    let mut out = Vec::new();
+    namegate::audit::cli::show_with(
+        &server.url(),
+        Some(&dir.path().join("token")),
+        "rr-a",
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.starts_with("audit trail of rr-a"), "{out}");
+    assert!(out.contains("RR object uid uid-1:"), "{out}");
+    assert!(out.trim_end().ends_with("13 event(s)"), "{out}");
+    let err = namegate::audit::cli::show_with(
+        &server.url(),
+        Some(&dir.path().join("token")),
+        "rr-none",
+        &mut Vec::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+
+    // Upstream conditions never answer 500: unavailable → 503 with DataStorage's Retry-After (or
+    // 5 s), refused credentials → 502 of their own type, an unusable answer → 502.
+    for (status, retry, want, kind, after) in [
+        (503, Some(7), 503, "unavailable", Some(7)),
+        (429, Some(3), 503, "unavailable", Some(3)),
+        (500, None, 503, "unavailable", Some(5)),
+        (401, None, 502, "audit-store-credentials-refused", None),
+        (403, None, 502, "audit-store-credentials-refused", None),
+        (400, None, 502, "audit-store-bad-answer", None),
+    ] {
+        server.fake.fail_queries(Some((status, retry)));
+        let resp = http_get(&router, "/api/v1/audit/correlations/rr-a").await;
+        assert_eq!(
+            resp.status().as_u16(),
+            want,
+            "DataStorage answered {status}"
+        );
+        let p = problem_of(&resp);
+        assert_eq!(p.kind, kind, "DataStorage answered {status}");
+        assert_eq!(p.retry_after, after.map(Duration::from_secs), "{status}");
+    }
+    server.fake.fail_queries(None);
+    let token_file = dir.path().join("token");
+    namegate::audit::cli::show_with(&server.url(), Some(&token_file), "rr-a", &mut Vec::new())
+        .await
+        .unwrap();
+    // DataStorage gone: 503.
+    server.down().await;
+    let resp = http_get(&router, "/api/v1/audit/correlations/rr-a").await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(problem_of(&resp).retry_after.is_some());
+}
+
+#[tokio::test]
+async fn verify_against_datastorage_points_to_its_own_verification() {
+    let server = Server::start("token-1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = ds_store(&server, &dir, "token-1").await;
+    let err = store.verify().await.unwrap_err();
+    assert!(err.to_string().contains("verify-chain"), "{err}");
 }

@@ -9,7 +9,8 @@ use std::path::Path;
 use super::chain::format_timestamp;
 use super::lookup::{self, MAX_LIMIT};
 use super::store::{
-    AuditStore, MigrationReport, StoreConfig, StoreError, StoredEvent, VerifyOptions, VerifyReport,
+    AuditStore, Engine, MigrationReport, StoreConfig, StoreError, StoredEvent, VerifyOptions,
+    VerifyReport,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -28,11 +29,17 @@ impl CliError {
     }
 }
 
-async fn open_read_only(url: &str, hmac_key_file: Option<&Path>) -> Result<AuditStore, CliError> {
+async fn open_read_only(
+    url: &str,
+    hmac_key_file: Option<&Path>,
+    token_file: Option<&Path>,
+) -> Result<AuditStore, CliError> {
     let mut config = StoreConfig::new(url).without_migrations();
     config.hmac_key_file = hmac_key_file.map(Path::to_owned);
+    config.token_file = token_file.map(Path::to_owned);
     let store = AuditStore::open_with(&config).await?;
-    if store.schema_version().await?.is_none() {
+    // DataStorage has no namegate schema: opening it already made an authenticated query.
+    if store.engine() != Engine::DataStorage && store.schema_version().await?.is_none() {
         return Err(StoreError::SchemaMissing.into());
     }
     Ok(store)
@@ -41,7 +48,18 @@ async fn open_read_only(url: &str, hmac_key_file: Option<&Path>) -> Result<Audit
 /// Prints the trail of `correlation_id` (new or legacy format), oldest first, grouped by RR object.
 /// [`CliError::NotFound`] when it has no events.
 pub async fn show(url: &str, correlation_id: &str, out: &mut impl Write) -> Result<(), CliError> {
-    let store = open_read_only(url, None).await?;
+    show_with(url, None, correlation_id, out).await
+}
+
+/// [`show`] with DataStorage's bearer token file (`--audit-token-file`; default the pod's
+/// ServiceAccount token) when `url` is kubernaut DataStorage.
+pub async fn show_with(
+    url: &str,
+    token_file: Option<&Path>,
+    correlation_id: &str,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let store = open_read_only(url, None, token_file).await?;
     let result = show_from(&store, correlation_id, out).await;
     store.close().await;
     result
@@ -166,7 +184,7 @@ pub async fn verify_with_to(
     options: &VerifyOptions,
     out: &mut impl Write,
 ) -> Result<VerifyReport, CliError> {
-    let store = open_read_only(url, hmac_key_file).await?;
+    let store = open_read_only(url, hmac_key_file, None).await?;
     let report = store.verify_with(options).await;
     store.close().await;
     let report = report?;

@@ -15,6 +15,11 @@
 //!   `received` event precedes its decision) joins the group of the next event that has one; events
 //!   after the last one that has one join the last group. Grouping is per page: a group cut by a page
 //!   boundary continues, with the same `rr_uid`, at the top of the next page.
+//! - kubernaut DataStorage as the store ([`datastorage_trail`]): the same response from DataStorage's
+//!   query API, events oldest first by DataStorage's own order (`event_timestamp`, then `event_id`),
+//!   `seq` being the event's position in the trail; the cursor names the next position and the last
+//!   event returned, which must still be at its place when the next page is read. Legacy IDs resolve
+//!   to themselves only: the legacy→new map is in DataStorage's database, not in its API.
 
 use std::collections::HashMap;
 
@@ -26,7 +31,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::chain::format_timestamp;
-use super::store::{AuditStore, RawEventRow, StoreError, StoredEvent};
+use super::store::{AuditStore, Engine, RawEventRow, StoreError, StoredEvent};
 use crate::http::problem::Problem;
 
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -81,6 +86,9 @@ pub async fn correlation_trail(
         0 => DEFAULT_LIMIT,
         n => n.min(MAX_LIMIT),
     };
+    if store.engine() == Engine::DataStorage {
+        return datastorage_trail(store, id, cursor, limit).await;
+    }
     let after = cursor.map(Cursor::parse).transpose()?;
     let mut resolved_ids = vec![id.to_owned()];
     for new_id in store.correlation_ids_for_legacy(id).await? {
@@ -104,6 +112,133 @@ pub async fn correlation_trail(
         groups: group_by_rr(events),
         next_cursor,
     })
+}
+
+/// [`correlation_trail`] when kubernaut DataStorage is the store: the same page, read in chunks of
+/// [`FETCH_CHUNK`] events through [`AuditStore::datastorage_slice`], bounded by `limit` and
+/// [`MAX_PAGE_BYTES`] like the other stores.
+async fn datastorage_trail(
+    store: &AuditStore,
+    id: &str,
+    cursor: Option<&str>,
+    limit: u32,
+) -> Result<TrailPage, StoreError> {
+    let after = cursor.map(DsCursor::parse).transpose()?;
+    let mut events: Vec<StoredEvent> = Vec::new();
+    let mut bytes = 0usize;
+    let mut next = after.as_ref().map_or(0, |c| c.next);
+    let mut expect = after.as_ref().map(|c| c.last);
+    let mut total = None;
+    let full = loop {
+        let want = (limit as usize - events.len()).min(FETCH_CHUNK as usize);
+        // One event of overlap: the last one returned must still be where it was.
+        let overlap = u64::from(expect.is_some() && next > 0);
+        let Some((chunk, t)) = store
+            .datastorage_slice(id, next - overlap, want + overlap as usize, total)
+            .await?
+        else {
+            return Err(StoreError::NotSupported("the DataStorage trail"));
+        };
+        total = Some(t);
+        let mut chunk = chunk.into_iter();
+        if let Some(last) = expect
+            && chunk.next().map(|e| e.event_id) != Some(last)
+        {
+            return Err(if events.is_empty() {
+                StoreError::InvalidArgument(format!(
+                    "cursor {:?}: DataStorage's trail changed before it (events inserted before the cursor's event, or purged); start again without a cursor",
+                    cursor.unwrap_or_default()
+                ))
+            } else {
+                StoreError::Http {
+                    reason: "DataStorage's trail changed while it was read".into(),
+                    retry_after: None,
+                }
+            });
+        }
+        let mut got = 0;
+        for ev in chunk {
+            let size = stored_bytes(&ev);
+            if !events.is_empty() && bytes + size > MAX_PAGE_BYTES {
+                break;
+            }
+            bytes += size;
+            next += 1;
+            got += 1;
+            expect = Some(ev.event_id);
+            events.push(ev);
+        }
+        if next >= t {
+            break false;
+        }
+        if events.len() >= limit as usize || got < want {
+            break true;
+        }
+    };
+    let next_cursor = match events.last() {
+        Some(last) if full => Some(
+            DsCursor {
+                next,
+                last: last.event_id,
+            }
+            .encode(),
+        ),
+        _ => None,
+    };
+    Ok(TrailPage {
+        correlation_id: id.to_owned(),
+        resolved_ids: vec![id.to_owned()],
+        count: events.len(),
+        groups: group_by_rr(events),
+        next_cursor,
+    })
+}
+
+/// Bytes an event takes in a page (see [`row_bytes`]).
+fn stored_bytes(e: &StoredEvent) -> usize {
+    let opt = |v: &Option<String>| v.as_ref().map_or(0, String::len);
+    256 + e.event_data.to_string().len()
+        + e.correlation_id.len()
+        + opt(&e.error_message)
+        + opt(&e.actor_id)
+        + opt(&e.resource_id)
+        + opt(&e.fingerprint)
+}
+
+/// A DataStorage page position: the next event's position in the trail and the ID of the event
+/// before it, written `ds~<next>~<event id>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DsCursor {
+    next: u64,
+    last: uuid::Uuid,
+}
+
+impl DsCursor {
+    fn encode(&self) -> String {
+        format!("ds~{}~{}", self.next, self.last.hyphenated())
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        let invalid = || {
+            StoreError::InvalidArgument(format!("cursor {s:?} is not a cursor this API returned"))
+        };
+        let mut parts = s.split('~');
+        if parts.next() != Some("ds") {
+            return Err(invalid());
+        }
+        let next: u64 = parts
+            .next()
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(invalid)?;
+        let last = parts
+            .next()
+            .and_then(|u| uuid::Uuid::parse_str(u).ok())
+            .ok_or_else(invalid)?;
+        if next == 0 || parts.next().is_some() || s != (Self { next, last }).encode() {
+            return Err(invalid());
+        }
+        Ok(Self { next, last })
+    }
 }
 
 /// Up to `limit` rows after `after`, in chunks, stopping early once they hold `max_bytes` (at least one
@@ -260,18 +395,47 @@ async fn get_trail(
     match correlation_trail(&store, &id, cursor, limit).await {
         Ok(page) if page.count == 0 && cursor.is_none() => Problem::not_found().into_response(),
         Ok(page) => axum::Json(page).into_response(),
-        Err(e) if e.is_invalid_input() => Problem::invalid(e.to_string()).into_response(),
-        Err(e) if e.is_retryable() => {
+        Err(e) => lookup_problem(&e).into_response(),
+    }
+}
+
+/// How a failed lookup answers (docs/audit.md, "Lookups"): the caller's input → 400; the store (or
+/// DataStorage) unreachable, overloaded or failing → 503 + `Retry-After` (DataStorage's own when it
+/// sent one); DataStorage refusing namegate's credentials, or answering unusably → 502 with a problem
+/// type of its own (an operator must act; retrying does not help); only namegate's own faults → 500.
+pub fn lookup_problem(e: &StoreError) -> Problem {
+    match e {
+        e if e.is_invalid_input() => Problem::invalid(e.to_string()),
+        e if e.is_credentials_refused() => {
+            tracing::error!(error = %e, "audit lookup: DataStorage refused namegate's credentials");
+            Problem {
+                status: axum::http::StatusCode::BAD_GATEWAY,
+                kind: "audit-store-credentials-refused",
+                title: "Audit store refused the gateway's credentials",
+                detail: "kubernaut DataStorage refused namegate's ServiceAccount token or its RBAC; an operator must fix the audit token or its permissions".into(),
+                retry_after: None,
+            }
+        }
+        e if e.is_retryable() => {
             tracing::warn!(error = %e, "audit lookup: store unavailable");
             Problem::unavailable(
                 "the audit store is unavailable; retry later",
-                std::time::Duration::from_secs(5),
+                e.retry_after().unwrap_or(std::time::Duration::from_secs(5)),
             )
-            .into_response()
         }
-        Err(e) => {
+        e if e.is_bad_answer() => {
+            tracing::error!(error = %e, "audit lookup: unusable answer from DataStorage");
+            Problem {
+                status: axum::http::StatusCode::BAD_GATEWAY,
+                kind: "audit-store-bad-answer",
+                title: "Audit store answered unusably",
+                detail: "kubernaut DataStorage's answer to the audit query could not be used; see the gateway's log".into(),
+                retry_after: None,
+            }
+        }
+        e => {
             tracing::error!(error = %e, "audit lookup failed");
-            Problem::internal("the audit lookup failed").into_response()
+            Problem::internal("the audit lookup failed")
         }
     }
 }
@@ -349,6 +513,60 @@ mod tests {
             vec![(None, vec![1, 2])]
         );
         assert!(group_by_rr(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn datastorage_cursors_round_trip_and_reject_garbage() {
+        let c = DsCursor {
+            next: 17,
+            last: uuid::Uuid::from_u128(0xabcd_ef01_2345_4678_9abc_def0_1234_5678),
+        };
+        assert_eq!(DsCursor::parse(&c.encode()).unwrap(), c);
+        let id = c.last.hyphenated().to_string();
+        for bad in [
+            String::new(),
+            "ds".into(),
+            format!("ds~0~{id}"),
+            format!("ds~-1~{id}"),
+            format!("ds~017~{id}"),
+            format!("ds~17~{}", id.to_uppercase()),
+            format!("ds~17~{id}~x"),
+            "2025-01-17T18:32:01.123456Z~17".to_owned(),
+        ] {
+            let e = DsCursor::parse(&bad).unwrap_err();
+            assert!(e.is_invalid_input(), "{bad}: {e}");
+        }
+        // The SQL stores' cursors are not DataStorage's and vice versa.
+        assert!(Cursor::parse(&c.encode()).is_err());
+    }
+
+    #[test]
+    fn upstream_conditions_never_answer_500() {
+        use axum::http::StatusCode;
+        let refused = StoreError::CredentialsRefused {
+            status: 403,
+            reason: "denied".into(),
+        };
+        let p = lookup_problem(&refused);
+        assert_eq!(
+            (p.status, p.kind),
+            (StatusCode::BAD_GATEWAY, "audit-store-credentials-refused")
+        );
+        assert!(
+            !p.detail.contains("denied"),
+            "upstream text stays in the log"
+        );
+        let throttled = StoreError::Http {
+            reason: "429".into(),
+            retry_after: Some(std::time::Duration::from_secs(9)),
+        };
+        let p = lookup_problem(&throttled);
+        assert_eq!(p.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(p.retry_after, Some(std::time::Duration::from_secs(9)));
+        let p = lookup_problem(&StoreError::BadAnswer("x".into()));
+        assert_eq!(p.status, StatusCode::BAD_GATEWAY);
+        let p = lookup_problem(&StoreError::InvalidArgument("cursor".into()));
+        assert_eq!(p.status, StatusCode::BAD_REQUEST);
     }
 
     #[test]

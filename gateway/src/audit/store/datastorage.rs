@@ -9,6 +9,12 @@
 //! 401/403, 429, 503, other 5xx and transport errors unavailable (→ retry, spill), with the server's
 //! `Retry-After` when it sent one.
 //!
+//! Lookups read `GET /api/v1/audit/events?correlation_id=&limit=&offset=` ([`Client::ascending`]):
+//! DataStorage answers newest first (`event_timestamp DESC, event_id DESC`) with offset paging and the
+//! trail's `total`, so a slice counted from the oldest event is read at offset `total - start - n` and
+//! reversed. Answers: 401/403 [`StoreError::CredentialsRefused`]; 429, 5xx and transport errors
+//! unavailable (with `Retry-After`); anything else unusable [`StoreError::BadAnswer`].
+//!
 //! DataStorage assigns `event_id` itself, so a resent batch cannot be recognised by ID. After a send
 //! whose outcome is unknown (timeout, connection lost after the request went out, 5xx other than 503)
 //! the next append first asks `GET /api/v1/audit/events?correlation_id=` and skips events already stored
@@ -23,7 +29,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde_json::Value;
 
-use super::{AppendReport, StoreConfig, StoreError};
+use super::{AppendReport, StoreConfig, StoreError, StoredEvent};
 use crate::audit::chain::truncate_to_micros;
 use crate::audit::datastorage::{accepts, to_request};
 use crate::audit::event::AuditEvent;
@@ -35,6 +41,23 @@ pub const MAX_BATCH_BYTES: usize = 5 * 1024 * 1024;
 const QUERY_LIMIT: usize = 1000;
 /// The duplicate check reads at most this many pages per correlation ID.
 const QUERY_MAX_PAGES: usize = 20;
+/// DataStorage's largest page (`limit` 1–1000).
+pub const MAX_QUERY_LIMIT: usize = 1000;
+/// A query answer larger than this is refused unread (a lookup reads at most 17 events per request,
+/// each `event_data` at most 256 KiB in DataStorage).
+const MAX_ANSWER_BYTES: usize = 16 << 20;
+/// How often a slice is re-read when the trail grew between two answers.
+const SLICE_ATTEMPTS: usize = 4;
+
+/// One answer of DataStorage's query endpoint.
+#[derive(Debug)]
+pub(super) struct QueryPage {
+    pub rows: Vec<Value>,
+    /// `pagination.total`: events matching the query.
+    pub total: u64,
+    /// `pagination.has_more`.
+    pub has_more: bool,
+}
 
 #[derive(Clone, Debug)]
 pub(super) struct Client {
@@ -207,7 +230,11 @@ impl Client {
         ids.dedup();
         for id in ids {
             for page in 0..QUERY_MAX_PAGES {
-                let (rows, more) = self.query_page(id, QUERY_LIMIT, page * QUERY_LIMIT).await?;
+                let QueryPage {
+                    rows,
+                    has_more: more,
+                    ..
+                } = self.query_page(id, QUERY_LIMIT, page * QUERY_LIMIT).await?;
                 for row in rows {
                     if let Some(key) = row_key(&row) {
                         *stored.entry(key).or_default() += 1;
@@ -239,15 +266,15 @@ impl Client {
             .collect())
     }
 
-    /// One page of `GET /api/v1/audit/events?correlation_id=`: the rows and whether more follow.
+    /// One page of `GET /api/v1/audit/events?correlation_id=` (newest first).
     pub(super) async fn query_page(
         &self,
         correlation_id: &str,
         limit: usize,
         offset: usize,
-    ) -> Result<(Vec<Value>, bool), StoreError> {
+    ) -> Result<QueryPage, StoreError> {
         let token = self.token()?;
-        let resp = self
+        let mut resp = self
             .http
             .get(format!("{}/api/v1/audit/events", self.base))
             .query(&[
@@ -259,35 +286,187 @@ impl Client {
             .send()
             .await
             .map_err(|e| unavailable(format!("DataStorage query: {e}")))?;
-        let status = resp.status();
+        let status = resp.status().as_u16();
         let retry_after = retry_after(resp.headers());
-        let text = resp
-            .text()
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
             .await
-            .map_err(|e| unavailable(format!("DataStorage query: {e}")))?;
-        if !status.is_success() {
-            return Err(StoreError::Http {
-                reason: format!(
-                    "DataStorage query answered {}: {}",
-                    status.as_u16(),
+            .map_err(|e| unavailable(format!("DataStorage query: {e}")))?
+        {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(StoreError::BadAnswer(format!(
+                    "the answer exceeds {MAX_ANSWER_BYTES} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8_lossy(&body).into_owned();
+        match status {
+            200..=299 => {}
+            401 | 403 => {
+                return Err(StoreError::CredentialsRefused {
+                    status,
+                    reason: format!(
+                        "{} (check the token file {} and that its ServiceAccount may get services/data-storage-service in DataStorage's namespace)",
+                        problem_detail(text),
+                        self.token_file.display()
+                    ),
+                });
+            }
+            408 | 429 | 500..=599 => {
+                return Err(StoreError::Http {
+                    reason: format!(
+                        "DataStorage query answered {status}: {}",
+                        problem_detail(text)
+                    ),
+                    retry_after,
+                });
+            }
+            _ => {
+                return Err(StoreError::BadAnswer(format!(
+                    "status {status}: {}",
                     problem_detail(text)
-                ),
-                retry_after,
-            });
+                )));
+            }
         }
         let body: Value = serde_json::from_str(&text)
-            .map_err(|e| unavailable(format!("DataStorage query: unreadable answer: {e}")))?;
-        let rows = body
-            .get("data")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let more = body
+            .map_err(|e| StoreError::BadAnswer(format!("not JSON: {e}")))?;
+        let rows = match body.get("data") {
+            Some(Value::Array(rows)) => rows.clone(),
+            // Go encodes an empty slice as null when it was never allocated.
+            None | Some(Value::Null) => Vec::new(),
+            Some(_) => return Err(StoreError::BadAnswer("`data` is not an array".into())),
+        };
+        let total = body
+            .pointer("/pagination/total")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| StoreError::BadAnswer("no `pagination.total`".into()))?;
+        let has_more = body
             .pointer("/pagination/has_more")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        Ok((rows, more))
+        Ok(QueryPage {
+            rows,
+            total,
+            has_more,
+        })
     }
+
+    /// The events at positions `[start, start + n)` of `correlation_id`'s trail counted from its
+    /// oldest event (`n` at most [`MAX_QUERY_LIMIT`]), oldest first, and the trail's length.
+    ///
+    /// DataStorage pages newest first, so the slice is read at offset `total - start - n`; `total`
+    /// is the length the caller last saw (`None`: asked first, with a one-event query). Events
+    /// appended meanwhile change the answer's `total`: the slice is read again at the new offset,
+    /// at most [`SLICE_ATTEMPTS`] times, then the store counts as unavailable (retry later).
+    /// `seq` of each event is its position + 1 (DataStorage has no sequence column).
+    pub(super) async fn ascending(
+        &self,
+        correlation_id: &str,
+        start: u64,
+        n: usize,
+        total: Option<u64>,
+    ) -> Result<(Vec<StoredEvent>, u64), StoreError> {
+        let n = n.clamp(1, MAX_QUERY_LIMIT) as u64;
+        let mut total = match total {
+            Some(t) => t,
+            None => self.query_page(correlation_id, 1, 0).await?.total,
+        };
+        for _ in 0..SLICE_ATTEMPTS {
+            if start >= total {
+                return Ok((Vec::new(), total));
+            }
+            let want = n.min(total - start);
+            let offset = total - start - want;
+            let page = self
+                .query_page(correlation_id, want as usize, offset as usize)
+                .await?;
+            if page.total != total {
+                total = page.total;
+                continue;
+            }
+            if page.rows.len() as u64 != want {
+                return Err(StoreError::BadAnswer(format!(
+                    "{} events at offset {offset} of {total}, expected {want}",
+                    page.rows.len()
+                )));
+            }
+            let events = page
+                .rows
+                .iter()
+                .rev()
+                .enumerate()
+                .map(|(i, row)| stored_event(row, start + i as u64 + 1))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok((events, total));
+        }
+        Err(unavailable(format!(
+            "the trail of {correlation_id:?} grew on each of {SLICE_ATTEMPTS} reads; retry"
+        )))
+    }
+}
+
+/// One row of DataStorage's query answer (`AuditEvent`: `AuditEventRequest` plus `event_id`,
+/// `event_date`, `event_hash`, `previous_event_hash`, legal hold) as namegate's [`StoredEvent`].
+/// Not in DataStorage's answer, so empty: `trace_id`, `span_id`, `legacy_correlation_id`,
+/// `hash_algorithm` (unless a DataStorage version sends it). `fingerprint` is `event_data.fingerprint`
+/// (where kubernaut's gateway payload carries it). docs/audit.md lists the mapping.
+fn stored_event(row: &Value, seq: u64) -> Result<StoredEvent, StoreError> {
+    let bad = |what: &str| StoreError::BadAnswer(format!("event at position {seq}: {what}"));
+    let text = |key: &str| -> Option<String> {
+        row.get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let required = |key: &str| text(key).ok_or_else(|| bad(&format!("no `{key}`")));
+    let event_id = uuid::Uuid::parse_str(&required("event_id")?)
+        .map_err(|e| bad(&format!("event_id: {e}")))?;
+    let event_timestamp: Timestamp = required("event_timestamp")?
+        .parse()
+        .map_err(|e| bad(&format!("event_timestamp: {e}")))?;
+    let parent_event_id = match text("parent_event_id") {
+        Some(p) => {
+            Some(uuid::Uuid::parse_str(&p).map_err(|e| bad(&format!("parent_event_id: {e}")))?)
+        }
+        None => None,
+    };
+    let event_data = row.get("event_data").cloned().unwrap_or(Value::Null);
+    let fingerprint = event_data
+        .get("fingerprint")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Ok(StoredEvent {
+        seq: i64::try_from(seq).unwrap_or(i64::MAX),
+        event_id,
+        event_version: text("version").unwrap_or_default(),
+        event_timestamp: truncate_to_micros(event_timestamp),
+        event_type: required("event_type")?,
+        event_category: text("event_category").unwrap_or_default(),
+        event_action: text("event_action").unwrap_or_default(),
+        event_outcome: text("event_outcome").unwrap_or_default(),
+        correlation_id: required("correlation_id")?,
+        legacy_correlation_id: None,
+        fingerprint,
+        parent_event_id,
+        actor_type: text("actor_type"),
+        actor_id: text("actor_id"),
+        resource_type: text("resource_type"),
+        resource_id: text("resource_id"),
+        namespace: text("namespace"),
+        cluster_id: text("cluster_id"),
+        trace_id: None,
+        span_id: None,
+        severity: text("severity"),
+        duration_ms: row.get("duration_ms").and_then(Value::as_i64),
+        error_code: text("error_code"),
+        error_message: text("error_message"),
+        event_data,
+        event_hash: text("event_hash").unwrap_or_default(),
+        previous_event_hash: text("previous_event_hash"),
+        hash_algorithm: text("hash_algorithm").unwrap_or_default(),
+    })
 }
 
 fn row_key(row: &Value) -> Option<(String, String, i128)> {

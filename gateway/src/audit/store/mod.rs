@@ -141,6 +141,14 @@ pub enum StoreError {
         "{0} is not available when kubernaut DataStorage is the audit store (query DataStorage's API)"
     )]
     NotSupported(&'static str),
+    /// DataStorage refused namegate's token (401) or its ServiceAccount's RBAC (403). Unavailable for
+    /// the writer (spill until an operator fixes it); a distinct problem for lookups.
+    #[error("DataStorage refused namegate's credentials ({status}): {reason}")]
+    CredentialsRefused { status: u16, reason: String },
+    /// DataStorage answered a query with something namegate cannot use (an unexpected status, an
+    /// unreadable body or row): an upstream fault, not a caller's.
+    #[error("DataStorage's answer to a query is unusable: {0}")]
+    BadAnswer(String),
 }
 
 impl StoreError {
@@ -149,8 +157,21 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            Self::Unavailable(_) | Self::Timeout(_) | Self::Http { .. }
+            Self::Unavailable(_)
+                | Self::Timeout(_)
+                | Self::Http { .. }
+                | Self::CredentialsRefused { .. }
         )
+    }
+
+    /// DataStorage refused namegate's own credentials (an operator must fix the token or RBAC).
+    pub fn is_credentials_refused(&self) -> bool {
+        matches!(self, Self::CredentialsRefused { .. })
+    }
+
+    /// The audit store's upstream (DataStorage) answered with something unusable.
+    pub fn is_bad_answer(&self) -> bool {
+        matches!(self, Self::BadAnswer(_))
     }
 
     /// How long the store asked us to wait (DataStorage's `Retry-After`).
@@ -165,7 +186,11 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::Unavailable(_) | Self::Timeout(_) | Self::Transient(_) | Self::Http { .. }
+            Self::Unavailable(_)
+                | Self::Timeout(_)
+                | Self::Transient(_)
+                | Self::Http { .. }
+                | Self::CredentialsRefused { .. }
         )
     }
 
@@ -848,6 +873,25 @@ impl AuditStore {
         rows.iter().map(RawEventRow::to_stored).collect()
     }
 
+    /// DataStorage as the store: the events at positions `[start, start + n)` of `correlation_id`'s
+    /// trail, oldest first, and the trail's length (`total`: the length last seen, if any; see
+    /// [`datastorage::Client::ascending`]). `None` for the other engines.
+    pub(crate) async fn datastorage_slice(
+        &self,
+        correlation_id: &str,
+        start: u64,
+        n: usize,
+        total: Option<u64>,
+    ) -> Result<Option<(Vec<StoredEvent>, u64)>, StoreError> {
+        match &self.backend {
+            Backend::DataStorage(client) => client
+                .ascending(correlation_id, start, n, total)
+                .await
+                .map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// The correlation IDs that rows migrated from `legacy_id` now carry.
     pub async fn correlation_ids_for_legacy(
         &self,
@@ -903,6 +947,12 @@ impl AuditStore {
     /// [`AuditStore::verify`], also requiring the heads of `options.checkpoints` and refusing unkeyed
     /// rows under a key (see [`VerifyOptions`]).
     pub async fn verify_with(&self, options: &VerifyOptions) -> Result<VerifyReport, StoreError> {
+        if let Backend::DataStorage(_) = &self.backend {
+            // DataStorage verifies its own chains with its own key (docs/audit.md).
+            return Err(StoreError::NotSupported(
+                "verify (DataStorage verifies its own chains: POST /api/v1/audit/verify-chain per correlation ID)",
+            ));
+        }
         self.require_schema().await?;
         let expected = checkpoint::load(&options.checkpoints, &self.hasher)?;
         let mut verifier = Verifier::new(&self.hasher, expected, options.unkeyed_before);
@@ -913,11 +963,7 @@ impl AuditStore {
             Backend::Postgres(pool) => {
                 postgres::for_each_in_chain_order(pool, |row| verifier.check(row)).await?
             }
-            Backend::DataStorage(_) => {
-                return Err(StoreError::NotSupported(
-                    "verify (use DataStorage's POST /api/v1/audit/verify-chain)",
-                ));
-            }
+            Backend::DataStorage(_) => unreachable!("refused above"),
         }
         Ok(verifier.finish())
     }
