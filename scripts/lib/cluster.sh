@@ -45,3 +45,61 @@ kcurl() { # <path> [curl args…]
 node_ready() {
   kcurl "/api/v1/nodes/$NODE_NAME" 2>/dev/null | tr -d ' \n' | grep -q '"type":"Ready","status":"True"'
 }
+
+# ------------------------------------------------------------------------------- the audit store
+# The chart's default audit store is PostgreSQL, its URL read from the existing Secret `namegate-audit`
+# (key `url`). scripts/cluster-test provides what an operator provides: a PostgreSQL the pods can reach
+# (here on the node address, so on the bridge; state under $CSTATE, wiped by cluster-down), with TLS
+# (a self-signed certificate: the URL says sslmode=require) and a password login for the role `namegate`,
+# allowed from the pod network only. The tests put the printed URL into that Secret.
+CLUSTER_PG_DIR="$CSTATE/pg"
+CLUSTER_PG_BIN="${NAMEGATE_PG_BIN:-/usr/lib/postgresql/15/bin}"
+CLUSTER_PG_USER=postgres # PostgreSQL refuses to run as root
+
+cluster_pg_as() { runuser -u "$CLUSTER_PG_USER" -- "$@"; }
+
+cluster_pg_running() {
+  [ -f "$CLUSTER_PG_DIR/data/PG_VERSION" ] &&
+    cluster_pg_as "$CLUSTER_PG_BIN/pg_ctl" -D "$CLUSTER_PG_DIR/data" status >/dev/null 2>&1
+}
+
+# Starts it if needed; prints the URL (postgres://namegate:<password>@<node IP>:<port>/namegate?sslmode=require).
+cluster_pg_up() {
+  local d="$CLUSTER_PG_DIR" port pw
+  [ -x "$CLUSTER_PG_BIN/initdb" ] || { echo "PostgreSQL 15 not found in $CLUSTER_PG_BIN" >&2; return 1; }
+  id "$CLUSTER_PG_USER" >/dev/null 2>&1 ||
+    useradd --system --user-group --no-create-home --shell /usr/sbin/nologin "$CLUSTER_PG_USER"
+  if ! cluster_pg_running; then
+    rm -rf "$d"
+    mkdir -p "$d"
+    chown "$CLUSTER_PG_USER:" "$d"
+    chmod 700 "$d"
+    head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$d/password"
+    cluster_pg_as "$CLUSTER_PG_BIN/initdb" -D "$d/data" -U postgres --auth-local=trust \
+      --auth-host=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 >"$d/initdb.log" 2>&1 ||
+      { cat "$d/initdb.log" >&2; return 1; }
+    echo "hostssl namegate namegate $POD_CIDR scram-sha-256" >>"$d/data/pg_hba.conf"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=$NODE_IP" \
+      -keyout "$d/data/server.key" -out "$d/data/server.crt" >/dev/null 2>&1 ||
+      { echo "openssl could not make the server certificate" >&2; return 1; }
+    chown "$CLUSTER_PG_USER:" "$d/data/server.key" "$d/data/server.crt"
+    chmod 600 "$d/data/server.key"
+    port=55480
+    while (exec 3<>"/dev/tcp/$NODE_IP/$port") 2>/dev/null; do port=$((port + 1)); done
+    echo "$port" >"$d/port"
+    cluster_pg_as "$CLUSTER_PG_BIN/pg_ctl" -D "$d/data" -l "$d/postgres.log" -w -t 60 start \
+      -o "-p $port -k $d -c listen_addresses=$NODE_IP -c ssl=on -c max_connections=200" >&2 ||
+      { tail -n 30 "$d/postgres.log" >&2; return 1; }
+    pw="$(cat "$d/password")"
+    cluster_pg_as "$CLUSTER_PG_BIN/psql" -X -q -h "$d" -p "$port" -U postgres -d postgres \
+      -c "CREATE ROLE namegate LOGIN PASSWORD '$pw'" -c "CREATE DATABASE namegate OWNER namegate" >&2 ||
+      return 1
+  fi
+  echo "postgres://namegate:$(cat "$d/password")@$NODE_IP:$(cat "$d/port")/namegate?sslmode=require"
+}
+
+cluster_pg_down() {
+  if cluster_pg_running; then
+    cluster_pg_as "$CLUSTER_PG_BIN/pg_ctl" -D "$CLUSTER_PG_DIR/data" -m fast -w -t 60 stop >&2 || true
+  fi
+}
