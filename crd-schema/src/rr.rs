@@ -74,7 +74,7 @@ pub struct RemediationRequestSpec {
     /// Always `alert` for signals admitted by namegate.
     #[schemars(length(min = 1, max = 63))]
     pub signal_type: String,
-    /// `prometheus` or `kubernetes-events`.
+    /// `prometheus`, `kubernetes-events`, or `manual` (`namegate create`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]
     pub signal_source: Option<String>,

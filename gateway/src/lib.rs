@@ -11,6 +11,7 @@ pub mod apiserver;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod create;
 pub mod http;
 pub mod index;
 pub mod occurrence;

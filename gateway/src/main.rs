@@ -1,4 +1,4 @@
-//! The `namegate` command: `serve`, `fingerprint`, `name`, `crd`, `audit`.
+//! The `namegate` command: `serve`, `create`, `fingerprint`, `name`, `crd`, `audit`.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -29,6 +29,10 @@ enum Command {
         #[command(flatten)]
         settings: Box<Settings>,
     },
+    /// Create the RemediationRequest of a workload by hand, through the gateway's admission: prints
+    /// the RR's name; exit 0 created, 3 duplicate of the active RR, 2 bad input, 4 unmanaged target,
+    /// 75 retry later, 1 failed (docs/creators.md).
+    Create(Box<namegate::create::CreateArgs>),
     /// Print the fingerprint of a workload and the name of its first RemediationRequest.
     Fingerprint {
         #[arg(long, default_value = "")]
@@ -128,6 +132,7 @@ fn main() -> ExitCode {
             };
             run_async(namegate::serve::run(cfg))
         }
+        Command::Create(args) => namegate::create::main(&args),
         Command::Fingerprint {
             namespace,
             kind,

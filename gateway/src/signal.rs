@@ -10,15 +10,18 @@ use jiff::Timestamp;
 pub enum Source {
     Prometheus,
     KubernetesEvents,
+    /// `namegate create`: an operator's or a tool's manual trigger (docs/creators.md).
+    Manual,
 }
 
 impl Source {
-    pub const ALL: [Source; 2] = [Source::Prometheus, Source::KubernetesEvents];
+    pub const ALL: [Source; 3] = [Source::Prometheus, Source::KubernetesEvents, Source::Manual];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Prometheus => "prometheus",
             Self::KubernetesEvents => "kubernetes-events",
+            Self::Manual => "manual",
         }
     }
 }

@@ -157,7 +157,14 @@ fn every_event() -> Vec<AuditEvent> {
     );
     let anon = Actor::sender(None, Source::KubernetesEvents);
     let invalid = InvalidSignal::new("alerts[3].labels.namespace", "must not be empty");
+    // `namegate create` (docs/creators.md): the same builders with the manual source.
+    let manual = sample_signal(Source::Manual);
+    let operator = Actor::sender(Some("alice@example.com"), Source::Manual);
     vec![
+        payload::signal_received(&manual, &operator, &rr()),
+        payload::crd_created(&manual, &rr(), 1),
+        payload::signal_deduplicated(&manual, &operator, &rr(), 3),
+        payload::signal_deduplicated(&manual, &Actor::sender(None, Source::Manual), &rr(), 4),
         payload::signal_received(&am, &sa, &rr()),
         payload::signal_received(&ke, &anon, &rr()),
         payload::crd_created(&am, &rr(), 1),
@@ -233,7 +240,7 @@ fn events_datastorage_accepts_are_valid_audit_event_requests() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 8);
+    assert_eq!(checked, 12);
 }
 
 #[test]

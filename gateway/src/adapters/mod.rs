@@ -324,7 +324,7 @@ fn is_dns1123_label(s: &str) -> bool {
 }
 
 /// Checks a target namespace; `None` when valid.
-fn namespace_problem(ns: &str) -> Option<String> {
+pub(crate) fn namespace_problem(ns: &str) -> Option<String> {
     (!is_dns1123_label(ns)).then(|| {
         format!(
             "{} is not a namespace name (lowercase letters, digits and '-', at most 63)",
@@ -335,7 +335,7 @@ fn namespace_problem(ns: &str) -> Option<String> {
 
 /// Checks a target object name; `None` when valid. Kubernetes names of the kinds adapters see are
 /// at most 253 characters and never contain `/`, `%` or control characters, nor are `.`/`..`.
-fn object_name_problem(name: &str) -> Option<String> {
+pub(crate) fn object_name_problem(name: &str) -> Option<String> {
     if name.is_empty() {
         return Some("empty resource name".into());
     }
@@ -359,7 +359,7 @@ use crd_schema::fingerprint::is_kind;
 /// or name can hold it, control characters, a kind that is not a Kind; see
 /// `crd_schema::fingerprint` and `docs/compatibility.md`). `field_of` names the request field a
 /// part came from.
-fn target_problem(
+pub(crate) fn target_problem(
     target: &crd_schema::Target,
     field_of: impl Fn(crd_schema::TargetField) -> String,
 ) -> Result<(), InvalidSignal> {
@@ -372,7 +372,7 @@ fn target_problem(
 /// "Control characters"). Keys, names and severities admit none; label and annotation values admit
 /// only TAB, LF and CR (alert descriptions are multi-line). NUL is refused everywhere: PostgreSQL
 /// cannot store it in text, and it has no meaning in any signal field.
-fn control_problem(text: &str, multiline: bool) -> Option<&'static str> {
+pub(crate) fn control_problem(text: &str, multiline: bool) -> Option<&'static str> {
     let bad = |c: char| c.is_control() && !(multiline && matches!(c, '\t' | '\n' | '\r'));
     text.chars().any(bad).then_some(if multiline {
         "contains a control character (only tab, line feed and carriage return are allowed)"
@@ -426,7 +426,7 @@ pub(crate) fn known_kind(kind: &str) -> Option<KnownKind> {
 }
 
 /// Checks a signal name (`alertname`, Event `reason`): 1..=253 characters, no control character.
-fn signal_name_problem(name: &str) -> Option<String> {
+pub(crate) fn signal_name_problem(name: &str) -> Option<String> {
     if name.is_empty() {
         return Some("required and must not be empty".into());
     }
