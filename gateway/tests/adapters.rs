@@ -111,7 +111,7 @@ fn kubernetes_event_sample() {
     assert_eq!(s.source, Source::KubernetesEvents);
     assert_eq!(
         (s.name.as_str(), s.severity.as_str()),
-        ("BackOff", "warning")
+        ("BackOff", "Warning")
     );
     assert_eq!(
         s.target.fingerprint_input(),
@@ -121,9 +121,12 @@ fn kubernetes_event_sample() {
         s.fingerprint,
         Fingerprint::of_input("payments:Pod:ledger-writer-7d9c8b6f4-x2x9q")
     );
-    assert_eq!(s.labels["source_component"], "kubelet");
-    assert_eq!(s.labels["source_host"], "worker-7");
-    assert!(s.annotations["message"].starts_with("Back-off restarting failed container app"));
+    assert_eq!(s.labels["kubernaut.ai/event-source"], "kubelet");
+    assert_eq!(s.annotations["kubernaut.ai/source-host"], "worker-7");
+    assert!(
+        s.annotations["kubernaut.ai/event-message"]
+            .starts_with("Back-off restarting failed container app")
+    );
     assert_eq!(
         s.firing_time,
         "2026-11-26T16:57:12Z".parse::<Timestamp>().unwrap()

@@ -21,9 +21,9 @@
 //! - labels = `commonLabels` overlaid by the alert's `labels` (the alert's value wins); the same
 //!   for annotations. Caps per [`super::limits`].
 //! - signal name = label `alertname` (required, at most 253 characters).
-//! - severity = label `severity`, `"warning"` when absent or empty (Alertmanager routes without a
-//!   severity are usually warnings; the kubernaut gateway used `"unknown"`, which no severity
-//!   policy matches), truncated to 50 characters.
+//! - severity = label `severity` passed through, `"unknown"` when absent or empty (as the kubernaut
+//!   gateway does: its SignalProcessing normalises severities, docs/compatibility.md), truncated to
+//!   50 characters at a character boundary.
 //! - firing time = `startsAt` (RFC 3339); absent or Go's zero time `0001-01-01T00:00:00Z` → the
 //!   received time. Received time = `now`.
 //! - cluster = `commonLabels.cluster`, else the alert's `cluster` label; empty means none. It is
@@ -180,6 +180,8 @@ const EXPECTED_LABELS: &str =
 
 /// Go's zero `time.Time`, which Alertmanager clients send for "unset".
 const GO_ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+/// The severity of an alert without a `severity` label: the kubernaut gateway's default.
+const UNKNOWN_SEVERITY: &str = "unknown";
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
@@ -474,7 +476,7 @@ fn decode_alert_inner(
     }
     let severity = match labels.get("severity").filter(|s| !s.is_empty()) {
         Some(s) => truncate_chars(s, MAX_SEVERITY_LEN).to_owned(),
-        None => "warning".to_owned(),
+        None => UNKNOWN_SEVERITY.to_owned(),
     };
 
     let starts_at =
@@ -974,12 +976,12 @@ mod tests {
             json!({"alertname": "A", "namespace": "ns", "pod": "p"}),
         ))
         .clone();
-        assert_eq!(s.severity, "warning");
+        assert_eq!(s.severity, "unknown");
         let s = signal(&one(
             json!({"alertname": "A", "namespace": "ns", "pod": "p", "severity": ""}),
         ))
         .clone();
-        assert_eq!(s.severity, "warning");
+        assert_eq!(s.severity, "unknown");
         let s = signal(&one(
             json!({"alertname": "A", "namespace": "ns", "pod": "p", "severity": "é".repeat(60)}),
         ))

@@ -33,14 +33,19 @@
 //!
 //! # Mapping
 //!
-//! - severity: `Warning` → `"warning"`, `Error` → `"critical"`.
+//! - severity: the Event's `type` verbatim (`Warning` or `Error`), as the kubernaut gateway passes it
+//!   through; kubernaut's SignalProcessing normalises severities (docs/compatibility.md).
 //! - cluster: none (an Event does not name its cluster; a forwarder serving a fleet would need its
 //!   own endpoint or header, which the contract does not define).
-//! - labels: `reason`, `type`, `kind`, `name`, `namespace` (when non-empty), `source_component`
+//! - labels, the kubernaut gateway's keys (docs/compatibility.md): `kubernaut.ai/event-source`
 //!   (`source.component`, `deprecatedSource.component`, `reportingController` or
-//!   `reportingComponent`), `source_host` (`source.host`, `deprecatedSource.host` or
-//!   `reportingInstance`); absent values are left out.
-//! - annotations: `message` (`message` or `note`), when non-empty, truncated per the caps.
+//!   `reportingComponent`; left out when none), `kubernaut.ai/event-type` (the type, lower case),
+//!   `kubernaut.ai/resource-kind` (the object's kind, lower case).
+//! - annotations, the same keys: `kubernaut.ai/event-message` (`message` or `note`, when
+//!   non-empty, truncated per the caps), `kubernaut.ai/event-count` (`count`, `deprecatedCount` or
+//!   `series.count`, when > 0), `kubernaut.ai/source-host` (`source.host`, `deprecatedSource.host`
+//!   or `reportingInstance`), `kubernaut.ai/first-timestamp` and `kubernaut.ai/last-timestamp`
+//!   (the firing and latest observation times, RFC 3339 in whole seconds).
 //! - firing time: the earliest of `firstTimestamp`, `deprecatedFirstTimestamp` and `eventTime`,
 //!   else the latest observation; received time: `now`.
 //! - provider data (JSON text, `null` when absent): `{"apiVersion", "eventName",
@@ -182,9 +187,11 @@ pub fn decode_kubernetes_event(
     let to_request = |e: InvalidSignal| RequestError::malformed(e.field, e.detail);
 
     let event_type = parse_opt::<String>(event.type_, "type", "a string").map_err(to_request)?;
+    // The Event's type is the severity, verbatim, as the kubernaut gateway passes it through
+    // (docs/compatibility.md, "Wire parity"): kubernaut's SignalProcessing normalises it.
     let severity = match event_type.as_deref() {
-        Some("Warning") => "warning",
-        Some("Error") => "critical",
+        Some("Warning") => "Warning",
+        Some("Error") => "Error",
         Some("Normal") => return Err(RequestError::NormalEvent),
         Some(other) => {
             return Err(RequestError::malformed(
@@ -268,6 +275,11 @@ fn event_times(event: &RawEvent<'_>) -> Result<Times, RequestError> {
     Ok(Times { latest, first })
 }
 
+/// Go's `time.RFC3339` rendering (whole seconds, `Z`), as the kubernaut gateway writes timestamps.
+fn rfc3339_seconds(at: Timestamp) -> String {
+    at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
 fn decode_signal(
     event: &RawEvent<'_>,
     text: &str,
@@ -303,9 +315,17 @@ fn decode_signal(
 
     let text_field = |raw, field| parse_opt::<String>(raw, field, "a string");
     let message = match text_field(event.message, "message")? {
-        Some(m) => Some(m),
-        None => text_field(event.note, "note")?,
+        Some(m) => Some(("message", m)),
+        None => text_field(event.note, "note")?.map(|m| ("note", m)),
     };
+    // Checked here so the problem names the field the sender wrote, not the annotation key.
+    if let Some((field, p)) = message
+        .as_ref()
+        .and_then(|(field, m)| Some((*field, super::control_problem(m, true)?)))
+    {
+        return Err(InvalidSignal::new(field, p));
+    }
+    let message = message.map(|(_, m)| m);
     // Reporter details are informational: a mistyped one is dropped rather than refused.
     let source: EventSource = parse_opt(event.source, "source", "")
         .ok()
@@ -334,33 +354,21 @@ fn decode_signal(
     .flatten()
     .find(|h| !h.is_empty());
 
+    // The kubernaut gateway's keys and values (docs/compatibility.md, "Signals").
     let mut labels = BTreeMap::new();
-    labels.insert("reason".to_owned(), reason.clone());
-    labels.insert("type".to_owned(), event_type);
-    labels.insert("kind".to_owned(), target.kind.clone());
-    labels.insert("name".to_owned(), target.name.clone());
-    if !target.namespace.is_empty() {
-        labels.insert("namespace".to_owned(), target.namespace.clone());
-    }
     if let Some(c) = component {
-        labels.insert("source_component".to_owned(), c);
+        labels.insert("kubernaut.ai/event-source".to_owned(), c);
     }
-    if let Some(h) = host {
-        labels.insert("source_host".to_owned(), h);
-    }
+    labels.insert(
+        "kubernaut.ai/event-type".to_owned(),
+        event_type.to_ascii_lowercase(),
+    );
+    labels.insert(
+        "kubernaut.ai/resource-kind".to_owned(),
+        target.kind.to_ascii_lowercase(),
+    );
     map_control_problem(&labels, "labels")?;
     cap_map(&mut labels, MapKind::Labels, &cfg.limits, "labels")?;
-    let mut annotations = BTreeMap::new();
-    if let Some(m) = message.filter(|m| !m.is_empty()) {
-        annotations.insert("message".to_owned(), m);
-    }
-    map_control_problem(&annotations, "annotations")?;
-    cap_map(
-        &mut annotations,
-        MapKind::Annotations,
-        &cfg.limits,
-        "annotations",
-    )?;
 
     let metadata: Metadata = parse_opt(event.metadata, "metadata", "")
         .ok()
@@ -378,6 +386,31 @@ fn decode_signal(
         .into_iter()
         .find_map(|raw| parse_opt::<i64>(raw, "", "").ok().flatten())
         .or(series_count);
+    let mut annotations = BTreeMap::new();
+    if let Some(m) = message.filter(|m| !m.is_empty()) {
+        annotations.insert("kubernaut.ai/event-message".to_owned(), m);
+    }
+    if let Some(n) = count.filter(|n| *n > 0) {
+        annotations.insert("kubernaut.ai/event-count".to_owned(), n.to_string());
+    }
+    if let Some(h) = host {
+        annotations.insert("kubernaut.ai/source-host".to_owned(), h);
+    }
+    annotations.insert(
+        "kubernaut.ai/first-timestamp".to_owned(),
+        rfc3339_seconds(times.first),
+    );
+    annotations.insert(
+        "kubernaut.ai/last-timestamp".to_owned(),
+        rfc3339_seconds(times.latest.0),
+    );
+    map_control_problem(&annotations, "annotations")?;
+    cap_map(
+        &mut annotations,
+        MapKind::Annotations,
+        &cfg.limits,
+        "annotations",
+    )?;
     let provider_data = serde_json::to_string(&ProviderData {
         api_version: api_version.as_deref(),
         event_name: metadata.name.as_deref(),
@@ -529,7 +562,7 @@ mod tests {
         assert_eq!(invalid(decode(&e).unwrap()).field, "involvedObject.kind");
         let mut e = core_event();
         e["message"] = json!("back-off\u{0}");
-        assert_eq!(invalid(decode(&e).unwrap()).field, "annotations.message");
+        assert_eq!(invalid(decode(&e).unwrap()).field, "message");
         let mut e = core_event();
         e["reason"] = json!("Back\u{0}Off");
         assert_eq!(invalid(decode(&e).unwrap()).field, "reason");
@@ -544,27 +577,35 @@ mod tests {
         let s = signal(decode(&core_event()).unwrap());
         assert_eq!(
             (s.name.as_str(), s.severity.as_str(), s.source),
-            ("BackOff", "warning", Source::KubernetesEvents)
+            ("BackOff", "Warning", Source::KubernetesEvents)
         );
         assert_eq!(s.target.fingerprint_input(), "shop:Pod:web-1");
         assert_eq!(s.target.api_version.as_deref(), Some("v1"));
         assert_eq!(s.target.cluster, None);
+        // The kubernaut gateway's label and annotation keys (docs/compatibility.md).
         let labels: Vec<_> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         assert_eq!(
             labels,
             [
-                "kind=Pod",
-                "name=web-1",
-                "namespace=shop",
-                "reason=BackOff",
-                "source_component=kubelet",
-                "source_host=worker-1",
-                "type=Warning"
+                "kubernaut.ai/event-source=kubelet",
+                "kubernaut.ai/event-type=warning",
+                "kubernaut.ai/resource-kind=pod",
             ]
         );
+        let annotations: Vec<_> = s
+            .annotations
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         assert_eq!(
-            s.annotations["message"],
-            "Back-off restarting failed container"
+            annotations,
+            [
+                "kubernaut.ai/event-count=3",
+                "kubernaut.ai/event-message=Back-off restarting failed container",
+                "kubernaut.ai/first-timestamp=2026-11-26T16:50:00Z",
+                "kubernaut.ai/last-timestamp=2026-11-26T16:59:30Z",
+                "kubernaut.ai/source-host=worker-1",
+            ]
         );
         assert_eq!(
             s.firing_time,
@@ -585,17 +626,14 @@ mod tests {
     #[test]
     fn events_k8s_io_shape() {
         let s = signal(decode(&new_event()).unwrap());
-        assert_eq!(
-            (s.name.as_str(), s.severity.as_str()),
-            ("BackOff", "critical")
-        );
+        assert_eq!((s.name.as_str(), s.severity.as_str()), ("BackOff", "Error"));
         assert_eq!(s.target.fingerprint_input(), "shop:Pod:web-1");
         assert_eq!(
-            s.annotations["message"],
+            s.annotations["kubernaut.ai/event-message"],
             "Back-off restarting failed container"
         );
-        assert_eq!(s.labels["source_component"], "kubelet");
-        assert_eq!(s.labels["source_host"], "worker-1");
+        assert_eq!(s.labels["kubernaut.ai/event-source"], "kubelet");
+        assert_eq!(s.annotations["kubernaut.ai/source-host"], "worker-1");
         assert_eq!(
             s.firing_time,
             "2026-11-26T16:50:00.123456Z".parse::<Timestamp>().unwrap()
@@ -777,6 +815,6 @@ mod tests {
         let mut e = core_event();
         e["message"] = json!("é".repeat(10));
         let d = decode_kubernetes_event(e.to_string().as_bytes(), now(), &cfg).unwrap();
-        assert_eq!(signal(d).annotations["message"], "éé");
+        assert_eq!(signal(d).annotations["kubernaut.ai/event-message"], "éé");
     }
 }
