@@ -5,6 +5,8 @@
 //! verification that reproduces DataStorage's vectors (`datastorage_vectors.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod pg_support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -17,27 +19,18 @@ use namegate_migrate::fixture::{self, Fixture, FixtureConfig};
 use rand::{Rng, SeedableRng};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
-const PG_ENV: &str = "NAMEGATE_TEST_POSTGRES_URL";
 const KEY: &str = "namegate-test-key";
 
 struct Db {
     url: String,
     dir: tempfile::TempDir,
+    /// Dropped with the test (also when it fails).
+    _db: pg_support::TempDatabase,
 }
 
 impl Db {
     async fn new() -> Self {
-        let admin = std::env::var(PG_ENV).unwrap_or_else(|_| {
-            panic!("{PG_ENV} is not set: these tests need PostgreSQL (scripts/test starts it)")
-        });
-        let name = format!("ds_{}", uuid::Uuid::now_v7().simple());
-        let mut c = PgConnection::connect(&admin).await.unwrap();
-        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&mut c)
-            .await
-            .unwrap();
-        let _ = c.close().await;
-        let (base, _) = admin.rsplit_once('/').unwrap();
+        let db = pg_support::TempDatabase::create("ds").await;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("audit-hmac-key.yaml"),
@@ -45,8 +38,9 @@ impl Db {
         )
         .unwrap();
         Self {
-            url: format!("{base}/{name}"),
+            url: db.url.clone(),
             dir,
+            _db: db,
         }
     }
 

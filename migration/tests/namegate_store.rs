@@ -3,39 +3,39 @@
 //! lookups are the gateway's own code.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod pg_support;
+
 use std::process::{Command, Output};
 
 use crd_schema::{CorrelationId, Fingerprint};
 use namegate::audit::lookup;
 use namegate::audit::store::{AuditStore, Page};
 use namegate::audit::{AuditEvent, EventOutcome, EventType};
-use sqlx::{AssertSqlSafe, Connection};
 
 struct Store {
     url: String,
     _dir: tempfile::TempDir,
+    /// PostgreSQL: the test's database, dropped with the test (also when it fails).
+    _db: Option<pg_support::TempDatabase>,
 }
 
 impl Store {
     fn sqlite() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("audit.db").display());
-        Self { url, _dir: dir }
+        Self {
+            url,
+            _dir: dir,
+            _db: None,
+        }
     }
 
     async fn postgres() -> Self {
-        let admin = std::env::var("NAMEGATE_TEST_POSTGRES_URL")
-            .expect("NAMEGATE_TEST_POSTGRES_URL is not set: run scripts/test");
-        let name = format!("ng_{}", uuid::Uuid::now_v7().simple());
-        let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
-        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&mut c)
-            .await
-            .unwrap();
-        let (base, _) = admin.rsplit_once('/').unwrap();
+        let db = pg_support::TempDatabase::create("ng").await;
         Self {
-            url: format!("{base}/{name}"),
+            url: db.url.clone(),
             _dir: tempfile::tempdir().unwrap(),
+            _db: Some(db),
         }
     }
 

@@ -93,11 +93,24 @@ async fn run(args: &Args) -> Result<(), String> {
         .execute(&mut admin)
         .await
         .map_err(|e| e.to_string())?;
-    let (base, _) = args
-        .postgres_url
-        .rsplit_once('/')
-        .ok_or("a URL with a database")?;
-    let url = format!("{base}/{name}");
+    let result = match args.postgres_url.rsplit_once('/') {
+        Some((base, _)) => bench(args, &name, &format!("{base}/{name}")).await,
+        None => Err("a URL with a database".to_owned()),
+    };
+    // Dropped whatever happened, so failed runs do not leave a large database behind.
+    let dropped = sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .map(|_| ())
+    .map_err(|e| e.to_string());
+    result.and(dropped)
+}
+
+/// Generates the database `name` at `url` and migrates it.
+async fn bench(args: &Args, name: &str, url: &str) -> Result<(), String> {
+    let url = url.to_owned();
     let t0 = Instant::now();
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let gen_out = Command::new(exe)
@@ -146,9 +159,5 @@ async fn run(args: &Args) -> Result<(), String> {
         base_rss as f64 / 1024.0
     );
     let _ = conn.close().await;
-    sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE \"{name}\"")))
-        .execute(&mut admin)
-        .await
-        .map_err(|e| e.to_string())?;
     Ok(())
 }
