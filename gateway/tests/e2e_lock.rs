@@ -402,6 +402,43 @@ async fn namegate_create_is_admitted_like_a_signal_under_the_lock_policy() {
         run.stdout.is_empty() && run.stderr.contains("audit store"),
         "{run:?}"
     );
+    // Unavailable components: exit 75 (retry later), nothing changed.
+    let pod_args = target("Pod", &pod);
+    let pod_args: Vec<&str> = pod_args.iter().map(String::as_str).collect();
+    let run = namegate_create(
+        &c.namespace,
+        &format!(
+            "postgres://namegate@127.0.0.1:{}/audit",
+            support::free_port()
+        ),
+        &pod_args,
+    )
+    .await;
+    assert_eq!(run.code, 75, "{run:?}");
+    assert!(run.stdout.is_empty(), "{run:?}");
+    let kubeconfig = std::fs::read_to_string(std::env::var("KUBECONFIG").unwrap()).unwrap();
+    let server = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap();
+    let dead = c.dir.path().join("dead-kubeconfig");
+    std::fs::write(
+        &dead,
+        kubeconfig.replace(
+            server,
+            &format!("https://127.0.0.1:{}", support::free_port()),
+        ),
+    )
+    .unwrap();
+    let mut args = pod_args.clone();
+    let dead = dead.display().to_string();
+    args.extend(["--kubeconfig", dead.as_str()]);
+    let run = namegate_create(&c.namespace, &audit, &args).await;
+    assert_eq!(run.code, 75, "{run:?}");
+    assert!(
+        run.stdout.is_empty() && run.stderr.contains("unavailable"),
+        "{run:?}"
+    );
     assert!(c.list().await.is_empty());
     assert_eq!(audit_count(&audit).await, before);
 
