@@ -17,7 +17,7 @@ use std::time::Duration;
 use crd_schema::RemediationRequest;
 use futures::StreamExt;
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use namegate::audit::store::{AuditStore, Page};
 use rand::Rng;
 use serde_json::{Value, json};
@@ -40,9 +40,11 @@ enum Fault {
     DroppedReplies,
     WatchCut,
     ApiServerRestart,
+    /// The audit store's PostgreSQL stopped for 3 s (only when the soak runs on PostgreSQL).
+    PostgresOutage,
 }
 
-const FAULTS: [Fault; 7] = [
+const FAULTS: [Fault; 8] = [
     Fault::None,
     Fault::Sigterm,
     Fault::Sigkill,
@@ -50,7 +52,68 @@ const FAULTS: [Fault; 7] = [
     Fault::DroppedReplies,
     Fault::WatchCut,
     Fault::ApiServerRestart,
+    Fault::PostgresOutage,
 ];
+
+const PG_ENV: &str = "NAMEGATE_TEST_POSTGRES_URL";
+const PG_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/lib/pg");
+
+/// Runs `scripts/lib/pg <cmd>` (the private cluster `scripts/soak` started).
+fn pg(cmd: &str) -> String {
+    let out = std::process::Command::new(PG_SCRIPT)
+        .arg(cmd)
+        .output()
+        .unwrap_or_else(|e| panic!("running {PG_SCRIPT} {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{PG_SCRIPT} {cmd} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Starts PostgreSQL again if the soak ends (or panics) during an outage.
+struct RestartPgOnDrop(bool);
+
+impl Drop for RestartPgOnDrop {
+    fn drop(&mut self) {
+        if self.0 {
+            let _ = std::process::Command::new(PG_SCRIPT).arg("start").output();
+        }
+    }
+}
+
+/// `url` with its database replaced by `db`.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host = base[scheme_end..]
+        .split_once('/')
+        .map_or(&base[scheme_end..], |(h, _)| h);
+    let mut out = format!("{}{host}/{db}", &base[..scheme_end]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// A fresh database on the soak's PostgreSQL: the audit store all replicas share.
+async fn fresh_pg_database(admin_url: &str) -> String {
+    use sqlx::Connection;
+    let db = format!("soak_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = sqlx::PgConnection::connect(admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {admin_url}: {e}"));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\"")))
+        .execute(&mut admin)
+        .await
+        .expect("create the soak's database");
+    let _ = admin.close().await;
+    with_database(admin_url, &db)
+}
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -94,7 +157,7 @@ async fn deliver(http: &reqwest::Client, targets: &Targets, body: &Value) -> Opt
 }
 
 /// Whether every replica behind `metrics` has written everything it answered: no RR with pending
-/// occurrences (or a derived status still to rewrite) and no audit event queued.
+/// occurrences (or a derived status still to rewrite) and no audit event queued or spilled.
 async fn quiescent(http: &reqwest::Client, metrics: &[String]) -> bool {
     for url in metrics {
         let Ok(resp) = http.get(url).send().await else {
@@ -104,11 +167,38 @@ async fn quiescent(http: &reqwest::Client, metrics: &[String]) -> bool {
         if !text.contains("namegate_occurrence_pending_rrs")
             || metric_sum(&text, "namegate_occurrence_pending_rrs", "") != 0.0
             || metric_sum(&text, "namegate_audit_queue_depth", "") != 0.0
+            || metric_sum(&text, "namegate_audit_spill_bytes", "") != 0.0
         {
             return false;
         }
     }
     true
+}
+
+/// How long after `deleted` the replica behind `health_port` still held RR `name` in its index
+/// (polled every 2 ms; `None` when it still holds it after 30 s).
+async fn forgotten_after(
+    http: &reqwest::Client,
+    health_port: u16,
+    fp: &str,
+    name: &str,
+    deleted: tokio::time::Instant,
+) -> Option<Duration> {
+    let url = format!("http://127.0.0.1:{health_port}/debug/index/{fp}");
+    while deleted.elapsed() < Duration::from_secs(30) {
+        let view: Value = match http.get(&url).send().await {
+            Ok(resp) => resp.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        };
+        let held = view["entries"]
+            .as_array()
+            .is_none_or(|entries| entries.iter().any(|e| e["name"] == name));
+        if !held {
+            return Some(deleted.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    None
 }
 
 /// Waits (bounded) until every replica is quiescent; `false` when it never got there.
@@ -164,6 +254,13 @@ struct StormResult {
     unquiesced: bool,
     /// Whole-status replacements that landed during an orchestrator storm.
     orchestrator_writes: usize,
+    /// The storm's RRs, active ones and Σ occurrenceCount once quiescent.
+    rrs: usize,
+    active: usize,
+    counted: i64,
+    /// Per replica and deleted RR: how long after the delete returned its index still held the RR
+    /// (`None`: not forgotten within the bound).
+    forget_lags: Vec<Option<Duration>>,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -197,6 +294,34 @@ async fn soak() {
             .collect(),
         _ => FAULTS.to_vec(),
     };
+    // On PostgreSQL (scripts/soak starts its private cluster) the replicas share one audit database,
+    // as in production, and the PostgreSQL outage is one of the faults; on SQLite it is left out.
+    let pg_admin = std::env::var(PG_ENV).ok().filter(|u| !u.is_empty());
+    let faults: Vec<Fault> = match &pg_admin {
+        Some(url) => {
+            if faults.contains(&Fault::PostgresOutage) {
+                assert_eq!(
+                    pg("url"),
+                    *url,
+                    "the PostgreSQL outage stops the server with scripts/lib/pg; {PG_ENV} must name it"
+                );
+            }
+            faults
+        }
+        None => {
+            let rest: Vec<Fault> = faults
+                .into_iter()
+                .filter(|f| *f != Fault::PostgresOutage)
+                .collect();
+            assert!(!rest.is_empty(), "the PostgreSQL outage needs {PG_ENV}");
+            rest
+        }
+    };
+    let shared_audit = match &pg_admin {
+        Some(admin) => Some(fresh_pg_database(admin).await),
+        None => None,
+    };
+    let mut pg_down = RestartPgOnDrop(false);
 
     // `SOAK_ORDER=cycle` takes the faults in turn instead of at random.
     let cycle = std::env::var("SOAK_ORDER").is_ok_and(|o| o == "cycle");
@@ -222,6 +347,7 @@ async fn soak() {
         proxies.push(proxy);
         opts.push(ReplicaOptions {
             kubeconfig: Some(kubeconfig),
+            audit_url: shared_audit.clone(),
             extra_args: vec![
                 "--index-watch-timeout".into(),
                 "3s".into(),
@@ -343,6 +469,13 @@ async fn soak() {
                 Fault::ApiServerRestart => {
                     api.restart();
                 }
+                Fault::PostgresOutage => {
+                    pg_down.0 = true;
+                    tokio::task::spawn_blocking(|| pg("stop")).await.unwrap();
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    tokio::task::spawn_blocking(|| pg("start")).await.unwrap();
+                    pg_down.0 = false;
+                }
             }
         };
         let (answers, ()) = tokio::join!(storm_run, faults);
@@ -378,41 +511,22 @@ async fn soak() {
                 _ => r.unanswered += 1,
             }
         }
-        results.push((storm, fault, r));
-    }
-
-    // Quiescence: every replica stops gracefully (final flushes), then the figures are taken.
-    let mut audit_urls = BTreeMap::new();
-    for (i, r) in replicas.iter_mut().enumerate() {
-        if let Some(r) = r.as_mut() {
-            audit_urls.insert(i, r.audit_url.clone());
-            assert!(r.terminate().success(), "{}", r.log_tail());
-        }
-    }
-    let rrs = rrs.list(&ListParams::default()).await.unwrap().items;
-    let mut stores = Vec::new();
-    for url in audit_urls.values() {
-        stores.push(AuditStore::open(url, None).await.unwrap());
-    }
-
-    let (mut dup_active, mut counted, mut answered, mut audit_lost) = (0usize, 0i64, 0i64, 0i64);
-    let (mut kill_loss, mut kill_bound, mut over_kill_bound, mut unquiesced) = (0i64, 0i64, 0, 0);
-    let (mut orchestrator_storms, mut weak_orchestrator) = (0, 0);
-    eprintln!(
-        "storm fault            RRs active answers Σcount unanswered killed-answers audit(expected/found)"
-    );
-    for (storm, fault, r) in &results {
-        let fp = support::fingerprint_of(&format!("soak-{storm}")).to_hex();
-        let mine: Vec<&RemediationRequest> = rrs
-            .iter()
+        // The figures of the storm's RRs, now that everything answered is written...
+        let fp = support::fingerprint_of(&workload).to_hex();
+        let mine: Vec<RemediationRequest> = rrs
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
             .filter(|rr| rr.spec.signal_fingerprint == fp)
             .collect();
-        let active = mine
+        r.rrs = mine.len();
+        r.active = mine
             .iter()
             .filter(|rr| !crd_schema::phase::is_terminal(rr.phase_view().phase))
             .count();
-        dup_active += active.saturating_sub(1);
-        let sum: i64 = mine
+        r.counted = mine
             .iter()
             .map(|rr| {
                 i64::from(
@@ -423,6 +537,78 @@ async fn soak() {
                 )
             })
             .sum();
+        // ...then retention deletes them, and each replica's index must forget them: until it does,
+        // it would answer a duplicate onto a dead RR (the deletion window).
+        let health: Vec<u16> = replicas.iter().flatten().map(|r| r.health_port).collect();
+        for rr in &mine {
+            let name = rr.metadata.name.clone().unwrap();
+            rrs.delete(&name, &DeleteParams::default()).await.unwrap();
+            let deleted = tokio::time::Instant::now();
+            let lags = futures::future::join_all(
+                health
+                    .iter()
+                    .map(|port| forgotten_after(&http, *port, &fp, &name, deleted)),
+            )
+            .await;
+            r.forget_lags.extend(lags);
+        }
+        results.push((storm, fault, r));
+    }
+
+    // The cost of the per-replica totals: API writes per RR, per replica, per flush that wrote
+    // (from the surviving replicas' own metrics).
+    let (mut patches, mut status_patches, mut patch_conflicts, mut flushes, mut gone) =
+        (0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut spilled, mut replayed, mut dropped) = (0.0, 0.0, 0.0);
+    for r in replicas.iter().flatten() {
+        let text = r.metrics().await;
+        patches += metric_sum(&text, "namegate_apiserver_requests_total", "verb=\"patch\"");
+        status_patches += metric_sum(
+            &text,
+            "namegate_apiserver_requests_total",
+            "verb=\"patch_status\"",
+        );
+        patch_conflicts += metric_sum(&text, "namegate_apiserver_requests_total", "code=\"409\"")
+            - metric_sum(
+                &text,
+                "namegate_apiserver_requests_total",
+                "verb=\"create\",code=\"409\"",
+            );
+        flushes += metric_sum(&text, "namegate_occurrence_flushes_total", "result=\"ok\"");
+        gone += metric_sum(
+            &text,
+            "namegate_occurrence_flushes_total",
+            "result=\"gone\"",
+        );
+        spilled += metric_sum(&text, "namegate_audit_spilled_events_total", "");
+        replayed += metric_sum(&text, "namegate_audit_replayed_events_total", "");
+        dropped += metric_sum(&text, "namegate_audit_dropped_events_total", "");
+    }
+
+    // Every replica stops gracefully (final flushes), then the audit trails are read.
+    let mut audit_urls = std::collections::BTreeSet::new();
+    for r in replicas.iter_mut().flatten() {
+        audit_urls.insert(r.audit_url.clone());
+        assert!(r.terminate().success(), "{}", r.log_tail());
+    }
+    let mut stores = Vec::new();
+    for url in &audit_urls {
+        stores.push(AuditStore::open(url, None).await.unwrap());
+    }
+
+    let (mut dup_active, mut counted, mut answered, mut audit_lost) = (0usize, 0i64, 0i64, 0i64);
+    let (mut kill_loss, mut kill_bound, mut over_kill_bound, mut unquiesced) = (0i64, 0i64, 0, 0);
+    let (mut orchestrator_storms, mut weak_orchestrator) = (0, 0);
+    let mut lags: Vec<Duration> = Vec::new();
+    let mut never_forgotten = 0;
+    eprintln!(
+        "storm fault            RRs active answers Σcount unanswered killed-answers audit(expected/found)"
+    );
+    for (storm, fault, r) in &results {
+        dup_active += r.active.saturating_sub(1);
+        lags.extend(r.forget_lags.iter().flatten());
+        never_forgotten += r.forget_lags.iter().filter(|l| l.is_none()).count();
+        let sum = r.counted;
         let ans: i64 = r.answers.values().sum();
         let mut found = 0i64;
         for name in r.answers.keys() {
@@ -454,8 +640,8 @@ async fn soak() {
         eprintln!(
             "{storm:>5} {:<16} {:>4} {:>6} {ans:>7} {sum:>6} {:>10} {:>14} {ans}/{found}{}",
             format!("{fault:?}"),
-            mine.len(),
-            active,
+            r.rrs,
+            r.active,
             r.unanswered,
             r.killed_answers,
             if r.unquiesced { " (not quiescent)" } else { "" },
@@ -481,7 +667,33 @@ async fn soak() {
         results.len(),
         started.elapsed()
     );
+    lags.sort();
+    let pct = |p: usize| {
+        lags.get((lags.len() * p / 100).min(lags.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    eprintln!(
+        "soak: deletion window (delete returned → a replica's index forgot the RR): {} samples, \
+         p50 {:?}, p99 {:?}, max {:?}; never forgotten within 30 s: {never_forgotten}",
+        lags.len(),
+        pct(50),
+        pct(99),
+        lags.last().copied().unwrap_or_default()
+    );
+    eprintln!(
+        "soak: occurrence writes by the surviving replicas: {flushes} flushes written (RR × replica × \
+         round), {patches} metadata patches ({:.2} per flush), {status_patches} status patches ({:.2} \
+         per flush), {patch_conflicts} conflicts (409) on them; occurrences dropped as gone: {gone}",
+        patches / flushes.max(1.0),
+        status_patches / flushes.max(1.0),
+    );
+    eprintln!(
+        "soak: audit on the surviving replicas: {spilled} events spilled, {replayed} replayed, \
+         {dropped} dropped"
+    );
     assert_eq!(dup_active, 0, "never two active RRs of one fingerprint");
+    assert_eq!(never_forgotten, 0, "every replica forgets a deleted RR");
     assert_eq!(
         counted, answered,
         "counts equal the answers outside SIGKILL storms"
