@@ -79,6 +79,10 @@ impl Pending {
 #[derive(Debug)]
 pub struct Occurrences {
     pending: Mutex<HashMap<ObjectKey, Pending>>,
+    /// RR objects taken by the flush in progress and not settled yet: still not written, so still
+    /// counted by `namegate_occurrence_pending_rrs` (a gauge that read 0 while a flush was in flight
+    /// told an operator, or the soak, that everything answered was written when it was not).
+    in_flight: std::sync::atomic::AtomicUsize,
     metrics: Metrics,
 }
 
@@ -86,6 +90,7 @@ impl Occurrences {
     pub fn new(metrics: Metrics) -> Arc<Self> {
         Arc::new(Self {
             pending: Mutex::default(),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
             metrics,
         })
     }
@@ -93,6 +98,15 @@ impl Occurrences {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, Pending>> {
         // The map holds plain counters; a panic elsewhere cannot leave it inconsistent.
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the pending gauge: RR objects waiting for the next flush plus those the flush in
+    /// progress has not settled yet. Called with the map locked, so updates do not interleave.
+    fn publish(&self, waiting: usize) {
+        let in_flight = self.in_flight.load(std::sync::atomic::Ordering::Acquire);
+        self.metrics
+            .occurrence_pending
+            .set(i64::try_from(waiting + in_flight).unwrap_or(i64::MAX));
     }
 
     /// Records one occurrence of RR object `name`/`uid`; returns this replica's unflushed count for it.
@@ -123,7 +137,7 @@ impl Occurrences {
                 1
             }
         };
-        self.metrics.occurrence_pending.set(pending.len() as i64);
+        self.publish(pending.len());
         delta
     }
 
@@ -144,10 +158,22 @@ impl Occurrences {
         self.lock().values().map(|p| i64::from(p.delta)).sum()
     }
 
+    /// Takes everything pending for a flush; it stays in the gauge until `settled`.
     fn take(&self) -> HashMap<ObjectKey, Pending> {
-        let taken = std::mem::take(&mut *self.lock());
-        self.metrics.occurrence_pending.set(0);
+        let mut pending = self.lock();
+        let taken = std::mem::take(&mut *pending);
+        self.in_flight
+            .store(taken.len(), std::sync::atomic::Ordering::Release);
+        self.publish(0);
         taken
+    }
+
+    /// The flush that `take` fed is over: its objects are written, gone or requeued.
+    fn settled(&self) {
+        let pending = self.lock();
+        self.in_flight
+            .store(0, std::sync::atomic::Ordering::Release);
+        self.publish(pending.len());
     }
 
     fn requeue(&self, key: ObjectKey, p: Pending) {
@@ -158,7 +184,7 @@ impl Occurrences {
                 pending.insert(key, p);
             }
         }
-        self.metrics.occurrence_pending.set(pending.len() as i64);
+        self.publish(pending.len());
     }
 }
 
@@ -350,6 +376,7 @@ impl Flusher {
                 .get_or_create(&ResultLabels { result })
                 .inc();
         }
+        self.occurrences.settled();
         // An object idle this long has no write of unknown outcome left (those are retried every
         // round, which refreshes `mine`), so forgetting it is safe: the next contact reads this
         // instance's total back from its annotation.
@@ -591,6 +618,30 @@ mod tests {
         o.requeue(ObjectKey::new("rr-a", old), a.clone());
         o.record(fp, "rr-a", old, t2, None);
         assert_eq!(o.pending_total(), 3);
+    }
+
+    #[test]
+    fn an_rr_stays_pending_until_its_flush_settles() {
+        let o = occ();
+        let fp = Fingerprint::of_input("ns:Deployment:a");
+        let t: Timestamp = "2026-11-26T12:00:00Z".parse().unwrap();
+        let gauge = || o.metrics.occurrence_pending.get();
+        o.record(fp, "rr-a", None, t, None);
+        o.record(fp, "rr-b", None, t, None);
+        assert_eq!(gauge(), 2);
+        // Taken by a flush whose writes are in flight: not written yet, still pending.
+        let mut batch = o.take();
+        assert_eq!(gauge(), 2, "a flush in flight has written nothing yet");
+        o.record(fp, "rr-c", None, t, None);
+        assert_eq!(gauge(), 3);
+        // rr-a is written, rr-b failed and waits for the next round.
+        let b = batch.remove(&ObjectKey::new("rr-b", None)).unwrap();
+        o.requeue(ObjectKey::new("rr-b", None), b);
+        o.settled();
+        assert_eq!(gauge(), 2, "rr-b and rr-c");
+        o.take();
+        o.settled();
+        assert_eq!(gauge(), 0);
     }
 
     fn known(annotations: &[(&str, &str)], count: Option<i32>) -> Known {

@@ -602,7 +602,7 @@ async fn soak() {
     let mut lags: Vec<Duration> = Vec::new();
     let mut never_forgotten = 0;
     eprintln!(
-        "storm fault            RRs active answers Σcount unanswered killed-answers audit(expected/found)"
+        "storm fault            RRs active answers Σcount unanswered killed-answers forgotten audit(expected/found)"
     );
     for (storm, fault, r) in &results {
         dup_active += r.active.saturating_sub(1);
@@ -638,12 +638,20 @@ async fn soak() {
             audit_lost += (ans - found).max(0);
         }
         eprintln!(
-            "{storm:>5} {:<16} {:>4} {:>6} {ans:>7} {sum:>6} {:>10} {:>14} {ans}/{found}{}",
+            "{storm:>5} {:<16} {:>4} {:>6} {ans:>7} {sum:>6} {:>10} {:>14} {:>9} {ans}/{found}{}",
             format!("{fault:?}"),
             r.rrs,
             r.active,
             r.unanswered,
             r.killed_answers,
+            format!(
+                "{}ms",
+                r.forget_lags
+                    .iter()
+                    .flatten()
+                    .max()
+                    .map_or(0, |d| d.as_millis())
+            ),
             if r.unquiesced { " (not quiescent)" } else { "" },
         );
         if r.orchestrator_writes > 0 {
