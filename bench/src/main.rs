@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod apimetrics;
+mod authcost;
 mod bare;
 mod load;
 mod lockpolicy;

@@ -1,6 +1,6 @@
 //! §1 rows for pod-level alerts: the API reads target resolution makes for the first signal of a Pod
-//! and for its repeats, counted by the API server's own `apiserver_request_total` (pods, replicasets,
-//! deployments), against real objects with ownerReferences (Deployment → ReplicaSet → Pods).
+//! and for its repeats, counted by the API server's own `apiserver_request_total` (GET and LIST of
+//! pods, replicasets, deployments and namespaces), against real objects with ownerReferences (Deployment → ReplicaSet → Pods).
 
 use std::path::Path;
 use std::time::Duration;
@@ -17,9 +17,11 @@ use crate::procs::Replica;
 use crate::report::Report;
 
 const PROMETHEUS_PATH: &str = "/api/v1/signals/prometheus";
-const RESOURCES: [&str; 3] = ["pods", "replicasets", "deployments"];
+/// What target resolution may read: the objects of the owner chain, and namespaces (whose scope
+/// labels must come from the watch, never from a read per signal).
+const RESOURCES: [&str; 4] = ["pods", "replicasets", "deployments", "namespaces"];
 
-fn ar(group: &str, kind: &str, plural: &str) -> ApiResource {
+pub fn ar(group: &str, kind: &str, plural: &str) -> ApiResource {
     let api_version = if group.is_empty() {
         "v1".to_owned()
     } else {
@@ -34,7 +36,12 @@ fn ar(group: &str, kind: &str, plural: &str) -> ApiResource {
     }
 }
 
-async fn create(client: &Client, ns: &str, r: &ApiResource, obj: Value) -> Result<String, String> {
+pub async fn create(
+    client: &Client,
+    ns: &str,
+    r: &ApiResource,
+    obj: Value,
+) -> Result<String, String> {
     let api: Api<DynamicObject> = match ns {
         "" => Api::all_with(client.clone(), r),
         ns => Api::namespaced_with(client.clone(), ns, r),
@@ -47,11 +54,12 @@ async fn create(client: &Client, ns: &str, r: &ApiResource, obj: Value) -> Resul
     Ok(created.metadata.uid.unwrap_or_default())
 }
 
-/// GETs of the target kinds so far, as the API server counts them.
+/// GETs and LISTs of [`RESOURCES`] so far, as the API server counts them.
 async fn reads(client: &Client) -> Result<f64, String> {
     let mut total = 0.0;
     for r in RESOURCES {
-        total += apimetrics::scrape_resource(client, r).await?.gets();
+        let c = apimetrics::scrape_resource(client, r).await?;
+        total += c.gets() + c.lists();
     }
     Ok(total)
 }
@@ -185,7 +193,7 @@ pub async fn run(
     let first_reads = r1 - r0;
     report.row(
         "1",
-        "pod-level alert, first signal of the first Pod of a Deployment: API reads (GET pods/replicasets/deployments)",
+        "pod-level alert, first signal of the first Pod of a Deployment: API reads (GET/LIST of pods, replicasets, deployments, namespaces)",
         format!("{first_reads} (Pod → ReplicaSet → Deployment)"),
         "",
         "",

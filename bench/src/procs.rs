@@ -187,7 +187,13 @@ impl Replica {
                     .display()
                     .to_string(),
             ])
-            .args(["--auth", "none", "--log-level", "warn"])
+            // `--auth none` unless `extra` chooses (the auth rows, authcost.rs).
+            .args(if extra.contains(&"--auth") {
+                &[][..]
+            } else {
+                &["--auth", "none"][..]
+            })
+            .args(["--log-level", "warn"])
             .args(["--shutdown-delay", "0s"])
             .args(extra)
             .args([

@@ -263,6 +263,17 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     )
     .await?;
 
+    // Caller authentication through a replica with `--auth kubernetes` (the default).
+    crate::authcost::run(
+        &client,
+        &args.namegate,
+        &args.work_dir,
+        500,
+        &starts_at,
+        &mut report,
+    )
+    .await?;
+
     let want = |n: u8| args.sections.contains(&n);
     // Every 201/202 the gateway gives is one occurrence (§7a); checked against the RRs at the end.
     let mut occurrences = (created + dups) as u64;
