@@ -837,6 +837,7 @@ fn value_sets() -> Vec<(&'static str, Vec<&'static str>, Expect)> {
                 "gateway.extraConfig.audit-queue-capacity=4096",
                 "migration.enabled=true",
                 "terminationGracePeriodSeconds=60",
+                "authorization.audience=namegate",
             ],
             Expect {
                 replicas: 3,
@@ -1016,14 +1017,16 @@ async fn defaults_are_production_shaped() {
             &resolved.auth_lookup_permission,
             resolved.auth_cache_ttl,
             resolved.auth_negative_cache_ttl,
-            resolved.auth_cache_max_entries
+            resolved.auth_cache_max_entries,
+            &resolved.auth_audience,
         ),
         (
             &defaults.auth_ingest_permission,
             &defaults.auth_lookup_permission,
             defaults.auth_cache_ttl,
             defaults.auth_negative_cache_ttl,
-            defaults.auth_cache_max_entries
+            defaults.auth_cache_max_entries,
+            &defaults.auth_audience,
         ),
         "values.yaml's authorization defaults match config.rs"
     );

@@ -85,6 +85,10 @@ pub struct Settings {
     /// Most entries of each auth cache (tokens, access decisions) [default: 10000]
     #[arg(long, env = "NAMEGATE_AUTH_CACHE_MAX_ENTRIES")]
     pub auth_cache_max_entries: Option<usize>,
+    /// Audience senders' tokens must be issued for (TokenReview `spec.audiences`), e.g. `namegate`;
+    /// a token for the API server is then refused (docs/security.md) [default: none: the API server's]
+    #[arg(long, env = "NAMEGATE_AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
     /// PEM certificate chain for TLS on the ingestion port (with --tls-key-file); re-read when it changes [default: plain HTTP]
     #[arg(long, env = "NAMEGATE_TLS_CERT_FILE")]
     pub tls_cert_file: Option<PathBuf>,
@@ -176,6 +180,8 @@ pub struct Config {
     pub auth_cache_ttl: Duration,
     pub auth_negative_cache_ttl: Duration,
     pub auth_cache_max_entries: usize,
+    /// The audience TokenReviews ask for; `None`: the API server's own audiences.
+    pub auth_audience: Option<String>,
     /// TLS on the ingestion port: (certificate chain, private key).
     pub tls: Option<(PathBuf, PathBuf)>,
     pub flush_interval: Duration,
@@ -240,7 +246,7 @@ impl Settings {
         overlay!(self, file; listen, health_listen, metrics_listen, namespace, audit_url, audit_hmac_key_file, audit_token_file,
             audit_spill_path, audit_checkpoint_path, audit_spill_budget_bytes, audit_queue_capacity, audit_queue_budget_bytes,
             auth, auth_service_name, auth_ingest_permission, auth_lookup_permission, auth_cache_ttl,
-            auth_negative_cache_ttl, auth_cache_max_entries, tls_cert_file, tls_key_file, flush_interval, index_watch_timeout,
+            auth_negative_cache_ttl, auth_cache_max_entries, auth_audience, tls_cert_file, tls_key_file, flush_interval, index_watch_timeout,
             request_timeout, header_read_timeout, body_read_timeout, shutdown_delay, drain_timeout, max_concurrency,
             max_alerts_per_batch, log_format, log_level, otlp_endpoint, fault_freeze_index, scope,
             resolve_targets, target_cache_ttl, target_cache_capacity)
@@ -333,6 +339,16 @@ impl Config {
                 format!("{auth_service_name:?} is not a valid Service name"),
             ));
         }
+        // An empty audience is no audience (the chart's default value).
+        let auth_audience = s.auth_audience.filter(|a| !a.is_empty());
+        if let Some(a) = &auth_audience
+            && (a.trim() != a || a.chars().any(char::is_control))
+        {
+            return Err(ConfigError::invalid(
+                "auth-audience",
+                format!("{a:?}: no surrounding spaces or control characters"),
+            ));
+        }
         let permission = |setting: &'static str, p: Option<String>, default: &str| {
             p.as_deref()
                 .unwrap_or(default)
@@ -395,6 +411,7 @@ impl Config {
                 Duration::from_secs(5),
             )?,
             auth_cache_max_entries: s.auth_cache_max_entries.unwrap_or(10_000),
+            auth_audience,
             tls,
             flush_interval: positive("flush-interval", s.flush_interval, Duration::from_secs(1))?,
             index_watch_timeout: positive(
@@ -556,6 +573,26 @@ mod tests {
         assert_eq!(d.auth_cache_ttl, Duration::from_secs(30));
         assert_eq!(d.auth_negative_cache_ttl, Duration::from_secs(5));
         assert_eq!(d.auth_cache_max_entries, 10_000);
+        assert_eq!(d.auth_audience, None);
+    }
+
+    #[test]
+    fn an_empty_audience_is_none_and_a_padded_one_is_refused() {
+        let with = |a: &str| {
+            Config::resolve(Settings {
+                auth_audience: Some(a.into()),
+                ..none_auth()
+            })
+        };
+        assert_eq!(with("").unwrap().auth_audience, None);
+        assert_eq!(
+            with("namegate").unwrap().auth_audience.as_deref(),
+            Some("namegate")
+        );
+        for bad in [" namegate", "name\ngate"] {
+            let e = with(bad).unwrap_err();
+            assert!(e.to_string().contains("auth-audience"), "{e}");
+        }
     }
 
     #[test]

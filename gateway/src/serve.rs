@@ -156,6 +156,7 @@ pub async fn run(cfg: Config) -> Result<(), ServeError> {
                 Arc::new(crate::auth::review::KubeReviewer::new(
                     client.clone(),
                     metrics.clone(),
+                    cfg.auth_audience.clone(),
                 )),
                 cfg.auth_config(),
                 Some(metrics.clone()),

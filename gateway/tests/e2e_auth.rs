@@ -87,9 +87,14 @@ async fn service_account(client: &Client, ns: &str, sa: &str, rules: Vec<PolicyR
 }
 
 async fn token(client: &Client, ns: &str, sa: &str) -> String {
+    token_for(client, ns, sa, &[]).await
+}
+
+/// A bound token of `sa` for `audiences` (empty: the API server's own).
+async fn token_for(client: &Client, ns: &str, sa: &str, audiences: &[&str]) -> String {
     let tr = TokenRequest {
         spec: TokenRequestSpec {
-            audiences: vec![],
+            audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
             expiration_seconds: Some(600),
             bound_object_ref: None,
         },
@@ -365,4 +370,55 @@ async fn a_namespace_being_deleted_is_a_503_never_a_500() {
         counter(&m, "namegate_http_problems", "status=\"503\"") >= 2,
         "{m}"
     );
+}
+
+/// Whether the API server itself accepts `token` (a SelfSubjectReview made with it, no client
+/// certificate).
+async fn api_server_accepts(token: &str) -> bool {
+    let mut cfg = kube::Config::infer().await.unwrap();
+    cfg.auth_info = kube::config::AuthInfo {
+        token: Some(token.to_owned().into()),
+        ..kube::config::AuthInfo::default()
+    };
+    let client = Client::try_from(cfg).unwrap();
+    let body =
+        serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
+    let req = http::Request::post("/apis/authentication.k8s.io/v1/selfsubjectreviews")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(serde_json::to_vec(&body).unwrap())
+        .unwrap();
+    match client.request::<Value>(req).await {
+        Ok(_) => true,
+        Err(kube::Error::Api(s)) if s.code == 401 => false,
+        Err(e) => panic!("SelfSubjectReview: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the real kube-apiserver: run scripts/test"]
+async fn with_an_audience_only_tokens_for_the_gateway_pass_and_they_do_not_work_on_the_api_server()
+{
+    let mut opts = auth_on();
+    opts.extra_args
+        .extend(["--auth-audience".to_owned(), "namegate".to_owned()]);
+    let c = Cluster::start_with("e2e-auth-audience", &[opts]).await;
+    let (client, ns) = (&c.client, c.namespace.as_str());
+    // One ServiceAccount with the sender rule, two tokens: one for the gateway's audience, one for
+    // the API server's (what a pod's default mounted token is).
+    let for_api = service_account(client, ns, "alertmanager", vec![ingest_rule()]).await;
+    let for_gateway = token_for(client, ns, "alertmanager", &["namegate"]).await;
+
+    assert_problem(
+        &ingest(&c, "api-audience", Some(&for_api)).await,
+        401,
+        "a token for the API server's audience",
+    );
+    let ok = ingest(&c, "gateway-audience", Some(&for_gateway)).await;
+    assert_eq!(ok.status, 201, "{:?}", ok.body);
+    assert_eq!(c.list().await.len(), 1, "only the gateway-audience signal");
+
+    // What the audience buys: the token a sender gives the gateway is useless against the API
+    // server, while the API server's own token works there.
+    assert!(api_server_accepts(&for_api).await);
+    assert!(!api_server_accepts(&for_gateway).await);
 }

@@ -409,7 +409,7 @@ async fn an_unreachable_api_server_makes_authentication_answer_503_never_500() {
     let client =
         kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
     let auth = Authenticator::new(
-        Arc::new(KubeReviewer::new(client, metrics.clone())),
+        Arc::new(KubeReviewer::new(client, metrics.clone(), None)),
         AuthConfig {
             namespace: "ns".into(),
             resource_name: "namegate".into(),

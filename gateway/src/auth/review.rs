@@ -25,6 +25,8 @@ pub struct KubeReviewer {
     tokens: Api<TokenReview>,
     access: Api<SubjectAccessReview>,
     metrics: Metrics,
+    /// The audience a token must be valid for; `None`: the API server's own (docs/security.md).
+    audience: Option<String>,
 }
 
 impl std::fmt::Debug for KubeReviewer {
@@ -34,11 +36,12 @@ impl std::fmt::Debug for KubeReviewer {
 }
 
 impl KubeReviewer {
-    pub fn new(client: Client, metrics: Metrics) -> Self {
+    pub fn new(client: Client, metrics: Metrics, audience: Option<String>) -> Self {
         Self {
             tokens: Api::all(client.clone()),
             access: Api::all(client),
             metrics,
+            audience,
         }
     }
 
@@ -83,7 +86,7 @@ impl Reviewer for KubeReviewer {
             let review = TokenReview {
                 spec: TokenReviewSpec {
                     token: Some(token.to_owned()),
-                    audiences: None,
+                    audiences: self.audience.clone().map(|a| vec![a]),
                 },
                 ..TokenReview::default()
             };
@@ -91,9 +94,15 @@ impl Reviewer for KubeReviewer {
                 .create(ApiVerb::tokenreview, &self.tokens, &review)
                 .await?;
             let status = done.status.unwrap_or_default();
+            // With an audience asked for, the answer must name it: an authenticator that ignores
+            // audiences would otherwise let a token for another audience through.
+            let audience_ok = match &self.audience {
+                None => true,
+                Some(a) => status.audiences.as_ref().is_some_and(|got| got.contains(a)),
+            };
             let user = status.user.unwrap_or_default();
             match (status.authenticated, user.username) {
-                (Some(true), Some(username)) if !username.is_empty() => {
+                (Some(true), Some(username)) if !username.is_empty() && audience_ok => {
                     Ok(TokenVerdict::Authenticated(Identity {
                         username,
                         uid: user.uid,
