@@ -71,8 +71,9 @@ pub struct CreateArgs {
     /// The signal name (`spec.signalName`), e.g. `ManualRemediation` or the alert being acted on.
     #[arg(long)]
     pub alert_name: String,
-    /// Severity (`spec.severity`, 1 to 50 characters).
-    #[arg(long, default_value = "warning")]
+    /// Severity (`spec.severity`, 1 to 50 characters), e.g. `critical`: no default — an operator
+    /// states it.
+    #[arg(long)]
     pub severity: String,
     /// Why the remediation is triggered: the RR's `summary` annotation.
     #[arg(long)]

@@ -326,6 +326,8 @@ async fn namegate_create_is_admitted_like_a_signal_under_the_lock_policy() {
                 "x",
                 "--alert-name",
                 "A",
+                "--severity",
+                "warning",
                 "--reason",
                 "r",
             ],
@@ -340,7 +342,24 @@ async fn namegate_create_is_admitted_like_a_signal_under_the_lock_policy() {
                 "--name",
                 "x",
                 "--alert-name",
+                "A",
+                "--reason",
+                "r",
+            ],
+            "--severity <SEVERITY>",
+        ),
+        (
+            vec![
+                "--namespace",
+                "shop",
+                "--kind",
+                "Deployment",
+                "--name",
+                "x",
+                "--alert-name",
                 "",
+                "--severity",
+                "warning",
                 "--reason",
                 "r",
             ],
@@ -373,6 +392,8 @@ async fn namegate_create_is_admitted_like_a_signal_under_the_lock_policy() {
                 "x",
                 "--alert-name",
                 "A",
+                "--severity",
+                "warning",
                 "--reason",
                 "r",
                 "--resolve-targets",
@@ -583,22 +604,26 @@ async fn namegate_create_is_admitted_like_a_signal_under_the_lock_policy() {
 }
 
 /// One round of the race: `clis` runs of `namegate create` for `payments/Deployment/<workload>`
-/// started at once, and a storm of `alerts` webhooks for the same workload over the replicas,
-/// started `delay` later — or, with `after_first_cli`, once the first CLI run has exited. Returns the
-/// gateway's answers by status and the CLI runs.
+/// and a storm of `alerts` webhooks for the same workload over the replicas. `cli_lead_ms` > 0: the
+/// storm starts that long after the CLI runs; < 0: the CLI runs start that long after the storm; with
+/// `after_first_cli` the storm waits until the first CLI run has exited. Returns the gateway's answers
+/// by status and the CLI runs.
 async fn race_round(
     c: &Cluster,
     audit: &str,
     workload: &str,
     clis: usize,
     alerts: usize,
-    delay: Duration,
+    cli_lead_ms: i64,
     after_first_cli: bool,
 ) -> (BTreeMap<u16, usize>, Vec<CliRun>) {
     let (first_done, first_exited) = tokio::sync::watch::channel(false);
     let runs = futures::future::join_all((0..clis).map(|_| {
         let first_done = first_done.clone();
         async move {
+            if cli_lead_ms < 0 {
+                tokio::time::sleep(Duration::from_millis(cli_lead_ms.unsigned_abs())).await;
+            }
             let run = namegate_create(
                 &c.namespace,
                 audit,
@@ -611,6 +636,8 @@ async fn race_round(
                     workload,
                     "--alert-name",
                     "ManualRemediation",
+                    "--severity",
+                    "warning",
                     "--reason",
                     "race test",
                     "--resolve-targets",
@@ -628,16 +655,53 @@ async fn race_round(
         if after_first_cli {
             let mut rx = first_exited.clone();
             rx.wait_for(|done| *done).await.unwrap();
-        } else {
-            tokio::time::sleep(delay).await;
+        } else if cli_lead_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(cli_lead_ms.unsigned_abs())).await;
         }
-        burst(
-            c,
-            (0..alerts)
-                .map(|_| webhook(&[(workload, "KubePodCrashLooping")]))
-                .collect(),
-        )
-        .await
+        // A client of its own per storm, which never keeps a connection idle long enough for a
+        // replica to close it under a request (the shared one, idle while the CLI runs of a late
+        // round start, met `IncompleteMessage` on a loaded machine).
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        // Like Alertmanager, an alert answered 503 is sent again after `Retry-After` (a loaded
+        // machine makes replicas shed load); only its final answer counts.
+        let statuses: Vec<u16> = futures::stream::iter(0..alerts)
+            .map(|i| {
+                let (http, body) = (&http, webhook(&[(workload, "KubePodCrashLooping")]));
+                async move {
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                    loop {
+                        let resp = http
+                            .post(
+                                c.replicas[i % c.replicas.len()].url("/api/v1/signals/prometheus"),
+                            )
+                            .json(&body)
+                            .send()
+                            .await
+                            .unwrap();
+                        let status = resp.status().as_u16();
+                        if status != 503 || tokio::time::Instant::now() >= deadline {
+                            return status;
+                        }
+                        let retry_after = resp
+                            .headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                            .unwrap_or(1);
+                        tokio::time::sleep(Duration::from_secs(retry_after.min(2))).await;
+                    }
+                }
+            })
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        let mut by_status = BTreeMap::new();
+        for s in statuses {
+            *by_status.entry(s).or_insert(0usize) += 1;
+        }
+        by_status
     };
     let (runs, gateway) = tokio::join!(runs, storm);
     (gateway, runs)
@@ -648,25 +712,26 @@ async fn race_round(
 async fn namegate_create_racing_three_replicas_makes_exactly_one_rr() {
     const ALERTS: usize = 100;
     const CLIS: usize = 4;
-    // The storm starts this long after the CLI runs: a CLI run needs some 50 to 150 ms before its
-    // create, so the first rounds go to the gateway, the next are contested, and the last round's
-    // storm waits for its first CLI run to finish (a CLI win, raced by the other CLI runs and the storm).
-    let delays = [0, 5, 10, 15, 20, 0];
+    // How far the CLI runs start ahead of the storm (negative: behind it). A CLI run needs some 50 to
+    // 200 ms (with the machine's load) before its create, the storm's first create some 10 to 50 ms,
+    // so the sweep crosses the contested window wherever it lies; the last round's storm waits for its
+    // first CLI run to exit (a CLI win, raced by the other CLI runs and the storm).
+    let leads: [i64; 6] = [-150, -100, -60, -30, 0, 0];
     let mut c = Cluster::start("e2e-lockrace", 3).await;
     namegate_e2e::install_lock_policy(&c.client, &c.namespace).await;
     let audit = c.replicas[0].audit_url.clone();
 
-    let workloads: Vec<String> = (0..delays.len()).map(|i| format!("race-{i}")).collect();
-    let rounds = futures::future::join_all(workloads.iter().zip(delays).enumerate().map(
-        |(i, (workload, ms))| {
+    let workloads: Vec<String> = (0..leads.len()).map(|i| format!("race-{i}")).collect();
+    let rounds = futures::future::join_all(workloads.iter().zip(leads).enumerate().map(
+        |(i, (workload, lead))| {
             race_round(
                 &c,
                 &audit,
                 workload,
                 CLIS,
                 ALERTS,
-                Duration::from_millis(ms),
-                i == delays.len() - 1,
+                lead,
+                i == leads.len() - 1,
             )
         },
     ))
@@ -705,8 +770,8 @@ async fn namegate_create_racing_three_replicas_makes_exactly_one_rr() {
     // RR per workload, counting every answer — the gateway's and the CLI's.
     c.terminate_all();
     let rrs = c.list().await;
-    assert_eq!(rrs.len(), delays.len(), "{rrs:#?}");
-    for (i, _) in delays.iter().enumerate() {
+    assert_eq!(rrs.len(), leads.len(), "{rrs:#?}");
+    for (i, _) in leads.iter().enumerate() {
         let rr_name = name::name(&fingerprint_of(&format!("race-{i}")), Attempt::FIRST);
         let rr = rrs
             .iter()
@@ -719,8 +784,8 @@ async fn namegate_create_racing_three_replicas_makes_exactly_one_rr() {
         );
     }
     println!(
-        "race: {} rounds of {ALERTS} alerts over 3 replicas + {CLIS} namegate create, storm delays {delays:?} ms \
+        "race: {} rounds of {ALERTS} alerts over 3 replicas + {CLIS} namegate create, CLI lead over the storm {leads:?} ms \
          (last: after the first CLI run) → one RR each, counts = answers; winners {winners:?}",
-        delays.len()
+        leads.len()
     );
 }
