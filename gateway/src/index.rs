@@ -272,6 +272,8 @@ pub const IDLE_MARGIN: Duration = Duration::from_secs(5);
 const LIST_PAGE: u32 = 500;
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How long a list-and-watch session must have worked for the re-list backoff to start over.
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(2);
 
 /// Why a list-and-watch cycle ended.
 #[derive(Debug)]
@@ -492,10 +494,20 @@ impl RrIndex {
         };
         let mut backoff = BACKOFF_MIN;
         loop {
+            let began = tokio::time::Instant::now();
+            let confirmed_before = self.last_ok();
             let outcome = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 o = self.list_and_watch(&api, watch_timeout) => o,
             };
+            // A session that worked for a while (the view was confirmed and it lasted
+            // `BACKOFF_RESET_AFTER`) ends the previous trouble: the next break re-lists after the
+            // shortest backoff, not after the one an outage long over had grown to (it delays the
+            // index seeing deletions: docs/reliability.md, "The deletion window"). A session that
+            // breaks sooner keeps growing it, so a flapping connection does not cause a list storm.
+            if self.last_ok() != confirmed_before && began.elapsed() >= BACKOFF_RESET_AFTER {
+                backoff = BACKOFF_MIN;
+            }
             match &outcome {
                 // Silent for the whole bound already: stale now.
                 WatchEnd::Stalled(_) => self.mark_stale(&outcome),

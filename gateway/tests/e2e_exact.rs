@@ -444,6 +444,95 @@ async fn a_stalled_watch_makes_the_index_stale_within_its_bound_and_nothing_is_a
     eprintln!("stale index noticed {noticed:?} after the stall (bound {bound:?})");
 }
 
+/// Waits until replica `r`'s index holds (`true`) or no longer holds (`false`) RR `rr`; how long that
+/// took.
+async fn until_index_holds(
+    r: &support::Replica,
+    fp: &str,
+    rr: &str,
+    holds: bool,
+    within: Duration,
+) -> Duration {
+    let started = tokio::time::Instant::now();
+    loop {
+        let view = r.index_view(fp).await;
+        let held = view["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == rr);
+        if held == holds {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "index still {} {rr} after {within:?}: {view}",
+            if holds { "without" } else { "holding" }
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the real kube-apiserver: run scripts/test"]
+async fn the_index_relists_promptly_after_a_break_even_after_an_earlier_outage() {
+    // The deletion window after a watch break is the index's re-list delay. Its backoff grows while
+    // the API server is unreachable; it must start small again once a list succeeds, or every later
+    // break (hours later) waits out the backoff of an outage long over (docs/reliability.md, "The
+    // deletion window").
+    use support::fault_proxy::{FaultProxy, server_of};
+    let original = std::path::PathBuf::from(std::env::var_os("KUBECONFIG").unwrap());
+    let proxy = FaultProxy::start(server_of(&original)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    proxy.kubeconfig(&original, &kubeconfig);
+    let opts = ReplicaOptions {
+        kubeconfig: Some(kubeconfig),
+        ..ReplicaOptions::default()
+    };
+    let mut c = Cluster::start_with("e2e-relist", &[opts]).await;
+    let r = &c.replicas[0];
+    let (fa, fb) = (fingerprint_of("ledger"), fingerprint_of("billing"));
+    let (na, nb) = (
+        name::name(&fa, Attempt::FIRST),
+        name::name(&fb, Attempt::FIRST),
+    );
+    let (status, _, _) = c
+        .post_alerts(0, &webhook(&[("ledger", "KubePodCrashLooping")]))
+        .await;
+    assert_eq!(status, 201);
+
+    // An outage of 6 s: the watch breaks and every re-list fails, so the backoff grows (to several
+    // seconds).
+    proxy.refuse_connections(true);
+    proxy.cut_open_connections();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    proxy.refuse_connections(false);
+    // Recovered: a new RR reaches the index through the re-opened watch.
+    let (status, _, _) = c
+        .post_alerts(0, &webhook(&[("billing", "KubePodCrashLooping")]))
+        .await;
+    assert_eq!(status, 201);
+    until_index_holds(r, &fb.to_hex(), &nb, true, Duration::from_secs(30)).await;
+    // The watch keeps working for a while (2 s of health is what ends the earlier trouble; here it
+    // stands for the hours between two breaks)...
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // ...then one short break (300 ms), and an RR deleted during it.
+    proxy.refuse_connections(true);
+    proxy.cut_open_connections();
+    c.rrs().delete(&na, &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.refuse_connections(false);
+    let forgotten = until_index_holds(r, &fa.to_hex(), &na, false, Duration::from_secs(30)).await;
+    c.terminate_all();
+    eprintln!("the deleted RR was forgotten {forgotten:?} after the break began");
+    assert!(
+        forgotten < Duration::from_secs(2),
+        "the re-list after a 300 ms break waited {forgotten:?}: the backoff of the earlier outage"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs the real kube-apiserver: run scripts/test"]
 async fn sigterm_mid_storm_keeps_serving_through_the_delay_and_loses_nothing_answered() {

@@ -19,6 +19,10 @@ struct State {
     /// Connections get increasing IDs; those below this one are half-open.
     next_id: AtomicU64,
     stall_below: AtomicU64,
+    /// Connections below this ID are closed at the next `reset` signal.
+    cut_below: AtomicU64,
+    /// While on, new connections are closed as soon as they are accepted (the server is down).
+    refusing: AtomicBool,
     reset: tokio::sync::watch::Sender<u64>,
     /// One-shot: the first connection that sends a chunk of at least this many bytes (a request
     /// with a body, e.g. a create) gets no reply to it, nor anything after (0 = off).
@@ -43,6 +47,8 @@ impl FaultProxy {
             forwarded_up: AtomicU64::new(0),
             next_id: AtomicU64::new(0),
             stall_below: AtomicU64::new(0),
+            cut_below: AtomicU64::new(0),
+            refusing: AtomicBool::new(false),
             reset: tokio::sync::watch::channel(0).0,
             drop_after_large: AtomicU64::new(0),
             doomed: AtomicU64::new(u64::MAX),
@@ -50,6 +56,10 @@ impl FaultProxy {
         let st = state.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if st.refusing.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
                 let st = st.clone();
                 let id = st.next_id.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
@@ -90,6 +100,18 @@ impl FaultProxy {
     pub fn stall_open_connections(&self) {
         let next = self.state.next_id.load(Ordering::SeqCst);
         self.state.stall_below.store(next, Ordering::SeqCst);
+    }
+
+    /// Closes every connection open now (a watch on it ends with an error); later ones work.
+    pub fn cut_open_connections(&self) {
+        let next = self.state.next_id.load(Ordering::SeqCst);
+        self.state.cut_below.store(next, Ordering::SeqCst);
+        self.state.reset.send_modify(|e| *e += 1);
+    }
+
+    /// While on, every new connection is closed at once, as by a server that is down.
+    pub fn refuse_connections(&self, on: bool) {
+        self.state.refusing.store(on, Ordering::SeqCst);
     }
 
     pub fn dropped_bytes(&self) -> u64 {
@@ -192,8 +214,13 @@ async fn pipe(client: TcpStream, server: TcpStream, st: Arc<State>, id: u64) {
                         }
                     }
                 },
-                // `restore` closes the half-open connections, as a NAT or a peer's reboot finally would.
-                _ = reset.changed(), if half_open => return,
+                // `restore` closes the half-open connections, as a NAT or a peer's reboot finally
+                // would; `cut_open_connections` closes the ones it names.
+                _ = reset.changed() => {
+                    if half_open || id < st.cut_below.load(Ordering::SeqCst) {
+                        return;
+                    }
+                }
             }
         }
         if half_open {
