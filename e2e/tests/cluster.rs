@@ -187,6 +187,13 @@ impl Release {
         r
     }
 
+    /// `helm uninstall --wait` once a test has passed: the node has 2 CPUs and each release's three
+    /// pods request 300m, so releases left running would soon leave the next test's pods Pending. A
+    /// failed test keeps its release for inspection (`CLUSTER_TEST_KEEP=1`).
+    fn uninstall(self) {
+        run_helm(&["uninstall", RELEASE, "--namespace", &self.ns, "--wait"]);
+    }
+
     fn signals_url(&self) -> String {
         format!("http://{}:8080/api/v1/signals/prometheus", self.cluster_ip)
     }
@@ -737,6 +744,7 @@ async fn helm_install_runs_three_ready_pods_behind_the_service_and_alertmanager_
         0.0
     );
     assert_eq!(r.rr_names().await, expected);
+    r.uninstall();
 }
 
 /// One request through the Service: status and the JSON body (a problem for 4xx).
@@ -877,6 +885,7 @@ async fn with_default_values_only_the_chart_roles_let_callers_through_the_servic
         "{spec}"
     );
     assert_eq!(spec["policyTypes"], json!(["Ingress"]));
+    r.uninstall();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -934,6 +943,7 @@ async fn helm_upgrade_rolling_the_pods_during_a_storm_loses_nothing_acknowledged
     );
     r.wait_counts(&[r.rr_name("orders")], result.acknowledged)
         .await;
+    r.uninstall();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -983,6 +993,7 @@ async fn deleting_a_pod_mid_storm_keeps_the_service_answering_with_one_rr() {
     );
     r.wait_counts(&[r.rr_name("payments-api")], result.acknowledged)
         .await;
+    r.uninstall();
 }
 
 /// The parts of a [`Release`] a storm task needs (the release itself stays with the test).
