@@ -267,7 +267,7 @@ struct StormResult {
 #[ignore = "needs the real kube-apiserver: run scripts/test or scripts/soak"]
 async fn soak() {
     // The soak is its own command (`scripts/soak`, which sets SOAK_STORMS), not part of
-    // `scripts/test`: its faults are random, and its open finding is in docs/reliability.md.
+    // `scripts/test`: its faults are random (docs/reliability.md, "The fault soak").
     if std::env::var_os("SOAK_STORMS").is_none() {
         eprintln!("soak: not run without SOAK_STORMS; run scripts/soak");
         return;
