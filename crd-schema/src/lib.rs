@@ -3,7 +3,7 @@
 //! - [`fingerprint`]: the identity of the workload a signal is about (docs/compatibility.md).
 //! - [`name`]: the deterministic, reversible RR name that serves as the lock (docs/decisions/0001-name-as-lock.md).
 //! - [`correlation`]: correlation IDs, new and legacy, as the audit trail and the migration see them.
-//! - [`phase`]: which RRs are active, terminal and suppressing (contract §1).
+//! - [`phase`]: which RRs are active, terminal and suppressing (docs/admission.md).
 //! - [`rr`]: the `RemediationRequest` custom resource (docs/api.md) and its CRD.
 //!
 //! Nothing here performs I/O, so every rule can be tested exhaustively and reused by the gateway, the

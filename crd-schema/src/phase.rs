@@ -1,4 +1,4 @@
-//! Phase rules (contract §1): which RRs are active, terminal and suppressing.
+//! Phase rules (docs/admission.md): which RRs are active, terminal and suppressing.
 //!
 //! Phases are compared as text, not parsed into a closed enum: the orchestrator owns the field and may
 //! add phases before namegate knows them, and an unknown phase must count as active (the safe side —

@@ -1,4 +1,4 @@
-//! The `RemediationRequest` custom resource (`kubernaut.ai/v1alpha1`, contract §6).
+//! The `RemediationRequest` custom resource (`kubernaut.ai/v1alpha1`, docs/architecture.md).
 //!
 //! The schema must accept every status write kubernaut's orchestrator makes (or the API server would
 //! prune them), so orchestrator-owned objects whose inner fields the contract does not pin are declared

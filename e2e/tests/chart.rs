@@ -348,7 +348,7 @@ fn triples(t: &[(&str, &str, &str)]) -> BTreeSet<(String, String, String)> {
         .collect()
 }
 
-/// Contract §10: no Secrets, no delete, no wildcards, no privilege-granting verbs anywhere; the gateway's
+/// docs/security.md: no Secrets, no delete, no wildcards, no privilege-granting verbs anywhere; the gateway's
 /// Role is exactly the RR rules; ClusterRoles only create TokenReviews and SubjectAccessReviews.
 fn assert_least_privilege(objects: &[Value], auth: AuthMode) {
     assert_least_privilege_with(objects, auth, &[]);

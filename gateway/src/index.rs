@@ -839,7 +839,7 @@ mod tests {
 
     #[test]
     fn entry_stays_small() {
-        // The §14 budget is 300 bytes per RR including the table; the inline entry must leave room.
+        // The memory budget (docs/benchmarks.md) is 300 bytes per RR including the table; the inline entry must leave room.
         assert!(
             std::mem::size_of::<Entry>() <= 96,
             "{}",

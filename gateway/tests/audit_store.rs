@@ -380,7 +380,7 @@ async fn rows_are_append_only_except_the_migration_path(db: TestDb) {
     }
     assert_eq!(store.count().await.unwrap(), 4);
 
-    // The migration's controlled rewrite (§9) goes through the guard …
+    // The migration's controlled rewrite (docs/migration.md) goes through the guard …
     db.migrate_correlation(legacy, new)
         .await
         .expect("guarded rewrite");

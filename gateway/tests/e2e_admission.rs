@@ -275,7 +275,7 @@ async fn a_stale_replica_never_makes_a_second_active_rr() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs the real kube-apiserver: run scripts/test"]
 async fn deletion_window_is_closed_by_the_consistent_read() {
-    // Contract §7's residual window: the last RRs of a fingerprint are deleted; a replica that saw
+    // The residual deletion window (docs/reliability.md): the last RRs of a fingerprint are deleted; a replica that saw
     // the deletion restarts at attempt 1 while a replica that did not would try attempt k+1.
     let fp = fingerprint_of("billing");
     let names: Vec<String> = (1..=2)

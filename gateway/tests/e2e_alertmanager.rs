@@ -219,7 +219,7 @@ fn expected_names(deployments: &[&str]) -> Vec<String> {
     v
 }
 
-/// `created + duplicate` answers over all replicas (each one is an occurrence, §7a).
+/// `created + duplicate` answers over all replicas (each one is an occurrence, docs/admission.md).
 async fn admitted(c: &Cluster) -> (f64, f64) {
     let mut created = 0.0;
     let mut duplicate = 0.0;

@@ -16,7 +16,7 @@
 //! alert only, with a path such as `alerts[3].labels.namespace`.
 //!
 //! - `status`: `"firing"` (also when absent) or `"resolved"`; resolved alerts become
-//!   [`Decoded::Resolved`] — never a signal (the kubernaut gateway processed them as firing, §12) —
+//!   [`Decoded::Resolved`] — never a signal (the kubernaut gateway processed them as firing, docs/compatibility.md) —
 //!   with the fingerprint when the target can be derived.
 //! - labels = `commonLabels` overlaid by the alert's `labels` (the alert's value wins); the same
 //!   for annotations. Caps per [`super::limits`].
@@ -27,7 +27,7 @@
 //! - firing time = `startsAt` (RFC 3339); absent or Go's zero time `0001-01-01T00:00:00Z` → the
 //!   received time. Received time = `now`.
 //! - cluster = `commonLabels.cluster`, else the alert's `cluster` label; empty means none. It is
-//!   used as is, with no fleet configuration required (the kubernaut gateway answered 500, §12).
+//!   used as is, with no fleet configuration required (the kubernaut gateway answered 500, docs/compatibility.md).
 //! - provider data (JSON text, every key always present, `null` when absent):
 //!   `{"groupKey", "receiver", "externalURL", "generatorURL", "alertFingerprint",
 //!   "truncatedAlerts"}` — `alertFingerprint` is Alertmanager's own per-alert fingerprint.
@@ -35,7 +35,7 @@
 //! - Bytes: labels, annotations, payload and provider data fit per-RR budgets, and the whole batch
 //!   must not decode into more than its budget (413) — see [`super::limits`].
 //!
-//! # Target (§4)
+//! # Target (docs/compatibility.md)
 //!
 //! Namespace = label `exported_namespace`, else `namespace` (the `exported_` form is the one the
 //! metric itself carried when Prometheus' target labels clashed with it, so it is the truth).

@@ -12,7 +12,7 @@
 //! `docs/audit.md`; changing it invalidates every stored chain, so it is versioned by
 //! [`CANONICAL_VERSION`] and must never change in place.
 //!
-//! Chain key rule for migrated rows (§9): the chain an event belongs to is
+//! Chain key rule for migrated rows (docs/migration.md): the chain an event belongs to is
 //! `COALESCE(legacy_correlation_id, correlation_id)` — the ID the event was hashed under. The one-shot
 //! migration rewrites `correlation_id` and keeps the old value in `legacy_correlation_id`, so a migrated row
 //! stays in its original chain and its hash stays valid; events appended later under the new ID start a new

@@ -179,7 +179,7 @@ impl TestDb {
         self.exec_owner(&sql).await.expect("delete as owner");
     }
 
-    /// The migration's controlled rewrite of one correlation ID (§9): `correlation_id := new`, the old
+    /// The migration's controlled rewrite of one correlation ID (docs/migration.md): `correlation_id := new`, the old
     /// value kept in `legacy_correlation_id`, through the guard each engine provides.
     pub async fn migrate_correlation(&self, old: &str, new: &str) -> Result<(), sqlx::Error> {
         let rewrite = format!(
