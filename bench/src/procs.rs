@@ -153,7 +153,39 @@ impl Replica {
         .await
     }
 
-    /// [`Replica::start`] with `extra` flags instead of the unresolved defaults.
+    /// [`Replica::start`] with its audit store at `audit_url` (e.g. PostgreSQL) instead of a SQLite
+    /// file in `dir`.
+    pub async fn start_with_audit(
+        namegate: &Path,
+        namespace: &str,
+        dir: &Path,
+        name: &str,
+        flush_interval: Duration,
+        ready_timeout: Duration,
+        audit_url: &str,
+    ) -> Result<Replica, String> {
+        let extra = [
+            "--resolve-targets",
+            "false",
+            "--scope",
+            "all",
+            "--audit-url",
+            audit_url,
+        ];
+        Self::start_with(
+            namegate,
+            namespace,
+            dir,
+            name,
+            flush_interval,
+            ready_timeout,
+            &extra,
+        )
+        .await
+    }
+
+    /// [`Replica::start`] with `extra` flags instead of the unresolved defaults (an `--audit-url`
+    /// among them replaces the SQLite file in `dir`).
     pub async fn start_with(
         namegate: &Path,
         namespace: &str,
@@ -163,6 +195,16 @@ impl Replica {
         ready_timeout: Duration,
         extra: &[&str],
     ) -> Result<Replica, String> {
+        let sqlite_url = format!(
+            "sqlite://{}",
+            dir.join(format!("{name}-audit.db")).display()
+        );
+        let default_audit = ["--audit-url", sqlite_url.as_str()];
+        let audit: &[&str] = if extra.contains(&"--audit-url") {
+            &[]
+        } else {
+            &default_audit
+        };
         let (port, health, metrics) = (free_port()?, free_port()?, free_port()?);
         let log = dir.join(format!("{name}.log"));
         let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
@@ -174,13 +216,7 @@ impl Replica {
             .args(["--health-listen", &format!("127.0.0.1:{health}")])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
             .args(["--namespace", namespace])
-            .args([
-                "--audit-url",
-                &format!(
-                    "sqlite://{}",
-                    dir.join(format!("{name}-audit.db")).display()
-                ),
-            ])
+            .args(audit)
             .args([
                 "--audit-spill-path",
                 &dir.join(format!("{name}-spill.jsonl"))
