@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use futures::TryStreamExt;
 use sqlx::SqlitePool;
@@ -133,51 +134,94 @@ pub(super) async fn append(
         .collect();
     super::chain_rows(hasher, &mut tails, rows);
 
-    for r in rows.iter() {
-        sqlx::query(
-            "INSERT INTO audit_events (event_id, event_version, event_timestamp, event_type, \
-             event_category, event_action, event_outcome, actor_type, actor_id, resource_type, \
-             resource_id, correlation_id, parent_event_id, trace_id, span_id, namespace, cluster_id, \
-             fingerprint, event_data, severity, duration_ms, error_code, error_message, event_hash, \
-             previous_event_hash, hash_algorithm) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-                     ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
-        )
-        .bind(&r.event_id)
-        .bind(&r.event_version)
-        .bind(&r.event_timestamp)
-        .bind(&r.event_type)
-        .bind(&r.event_category)
-        .bind(&r.event_action)
-        .bind(&r.event_outcome)
-        .bind(&r.actor_type)
-        .bind(&r.actor_id)
-        .bind(&r.resource_type)
-        .bind(&r.resource_id)
-        .bind(&r.correlation_id)
-        .bind(&r.parent_event_id)
-        .bind(&r.trace_id)
-        .bind(&r.span_id)
-        .bind(&r.namespace)
-        .bind(&r.cluster_id)
-        .bind(&r.fingerprint)
-        .bind(&r.event_data)
-        .bind(&r.severity)
-        .bind(r.duration_ms)
-        .bind(&r.error_code)
-        .bind(&r.error_message)
-        .bind(&r.event_hash)
-        .bind(&r.previous_event_hash)
-        .bind(&r.hash_algorithm)
-        .execute(&mut *tx)
-        .await?;
-    }
+    insert_rows(&mut tx, rows).await?;
     tx.commit().await?;
     Ok(AppendReport {
         inserted: rows.len() as u64,
         duplicates,
         local_only: 0,
     })
+}
+
+/// The columns an append writes, in bind order.
+const INSERT_COLUMNS: &str = "event_id, event_version, event_timestamp, event_type, event_category, \
+     event_action, event_outcome, actor_type, actor_id, resource_type, resource_id, correlation_id, \
+     parent_event_id, trace_id, span_id, namespace, cluster_id, fingerprint, event_data, severity, \
+     duration_ms, error_code, error_message, event_hash, previous_event_hash, hash_algorithm";
+const BINDS_PER_ROW: usize = 26;
+/// Most rows one INSERT carries (26 binds each; SQLite allows 32,766). A batch goes in chunks of
+/// powers of two up to this, so a connection prepares (and caches) at most 7 distinct statements.
+const MAX_ROWS_PER_INSERT: usize = 64;
+
+/// `INSERT … VALUES (?, …), (?, …)` for `rows` rows (a power of two ≤ [`MAX_ROWS_PER_INSERT`]).
+fn insert_sql(rows: usize) -> &'static str {
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        (0..=MAX_ROWS_PER_INSERT.trailing_zeros())
+            .map(|p| {
+                let n = 1usize << p;
+                let row = format!("({})", vec!["?"; BINDS_PER_ROW].join(", "));
+                format!(
+                    "INSERT INTO audit_events ({INSERT_COLUMNS}) VALUES {}",
+                    vec![row.as_str(); n].join(", ")
+                )
+            })
+            .collect()
+    });
+    &all[rows.trailing_zeros() as usize]
+}
+
+/// Inserts `rows` in batch order with as few statements as the chunking allows (each statement is a
+/// round trip to sqlx's SQLite worker thread; one per event was the audit trail's bottleneck,
+/// docs/benchmarks.md).
+async fn insert_rows(
+    conn: &mut sqlx::SqliteConnection,
+    rows: &[RawEventRow],
+) -> Result<(), StoreError> {
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let n = chunk_len(rest.len());
+        let (chunk, tail) = rest.split_at(n);
+        let mut q = sqlx::query(insert_sql(n));
+        for r in chunk {
+            q = q
+                .bind(&r.event_id)
+                .bind(&r.event_version)
+                .bind(&r.event_timestamp)
+                .bind(&r.event_type)
+                .bind(&r.event_category)
+                .bind(&r.event_action)
+                .bind(&r.event_outcome)
+                .bind(&r.actor_type)
+                .bind(&r.actor_id)
+                .bind(&r.resource_type)
+                .bind(&r.resource_id)
+                .bind(&r.correlation_id)
+                .bind(&r.parent_event_id)
+                .bind(&r.trace_id)
+                .bind(&r.span_id)
+                .bind(&r.namespace)
+                .bind(&r.cluster_id)
+                .bind(&r.fingerprint)
+                .bind(&r.event_data)
+                .bind(&r.severity)
+                .bind(r.duration_ms)
+                .bind(&r.error_code)
+                .bind(&r.error_message)
+                .bind(&r.event_hash)
+                .bind(&r.previous_event_hash)
+                .bind(&r.hash_algorithm);
+        }
+        q.execute(&mut *conn).await?;
+        rest = tail;
+    }
+    Ok(())
+}
+
+/// The largest power of two ≤ `min(remaining, MAX_ROWS_PER_INSERT)`.
+fn chunk_len(remaining: usize) -> usize {
+    let n = remaining.min(MAX_ROWS_PER_INSERT);
+    1 << (usize::BITS - 1 - n.leading_zeros())
 }
 
 pub(super) async fn trail(
@@ -262,4 +306,36 @@ pub(super) async fn for_each_in_chain_order(
 
 fn json_array(items: &[&str]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_go_in_power_of_two_chunks() {
+        let chunks = |mut n: usize| {
+            let mut out = Vec::new();
+            while n > 0 {
+                let c = chunk_len(n);
+                out.push(c);
+                n -= c;
+            }
+            out
+        };
+        assert_eq!(chunks(256), vec![64, 64, 64, 64]);
+        assert_eq!(chunks(7), vec![4, 2, 1]);
+        assert_eq!(chunks(1), vec![1]);
+        assert_eq!(chunks(65), vec![64, 1]);
+    }
+
+    #[test]
+    fn insert_statements_have_one_bind_per_column() {
+        for p in 0..=MAX_ROWS_PER_INSERT.trailing_zeros() {
+            let rows = 1usize << p;
+            let sql = insert_sql(rows);
+            assert_eq!(sql.matches('?').count(), rows * BINDS_PER_ROW);
+            assert_eq!(INSERT_COLUMNS.split(',').count(), BINDS_PER_ROW);
+        }
+    }
 }
