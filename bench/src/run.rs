@@ -352,8 +352,13 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         let gw_cpu = procs::cpu_time(gw.proc.pid())?.saturating_sub(cpu0);
         occurrences += gw_open.all_ok;
         let cpu0 = procs::cpu_time(bare.pid())?;
-        let bare_open =
-            load::open_loop(bare_target.clone(), args.concurrency, rate, args.open_duration).await;
+        let bare_open = load::open_loop(
+            bare_target.clone(),
+            args.concurrency,
+            rate,
+            args.open_duration,
+        )
+        .await;
         let bare_cpu = procs::cpu_time(bare.pid())?.saturating_sub(cpu0);
         report.row(
             "4",
@@ -842,7 +847,9 @@ async fn duplicate_throughput(
     let run_secs = (args.warmup + args.duration).as_secs_f64();
     report.row(
         "2",
-        format!("{store}: CPU time per answered request (server process, user + system, whole run)"),
+        format!(
+            "{store}: CPU time per answered request (server process, user + system, whole run)"
+        ),
         format!(
             "{:.0} µs ({:.2} cores busy)",
             per_answer(gw_cpu, &gw_closed),
@@ -917,7 +924,11 @@ impl QueueWindow {
         let start = Instant::now() + warmup;
         let end = start + window;
         tokio::time::sleep_until(start).await;
-        let depth = || async { gw.metric("namegate_audit_queue_depth").await.unwrap_or(f64::NAN) };
+        let depth = || async {
+            gw.metric("namegate_audit_queue_depth")
+                .await
+                .unwrap_or(f64::NAN)
+        };
         let written = || async {
             gw.metric("namegate_audit_events_written_total")
                 .await

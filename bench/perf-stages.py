@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Usage: python3 bench/perf-stages.py perf.data target/release/namegate   (docs/benchmarks.md)
+
+Per-stage CPU of a `perf record --call-graph dwarf` of namegate: each sample goes to the innermost
+frame that names a stage (namegate's own functions), else to the thread's framework (hyper / tokio)."""
+import bisect, re, subprocess, sys
+from collections import Counter
+data, binary = sys.argv[1], sys.argv[2]
+nm = subprocess.run(["nm", "-n", "-C", "--defined-only", binary], capture_output=True, text=True).stdout
+addrs, names = [], []
+for line in nm.splitlines():
+    parts = line.split(" ", 2)
+    if len(parts) == 3 and parts[1] in "tTwW":
+        addrs.append(int(parts[0], 16)); names.append(parts[2])
+# perf prints file offsets for a DSO it could not load: text vaddr = offset + (p_vaddr - p_offset).
+SHIFT = 0
+for l in subprocess.run(["readelf", "-l", "-W", binary], capture_output=True, text=True).stdout.splitlines():
+    f = l.split()  # LOAD offset vaddr paddr filesz memsz flags... align
+    if len(f) >= 8 and f[0] == "LOAD" and "E" in "".join(f[6:-1]):
+        SHIFT = int(f[2], 16) - int(f[1], 16)
+def sym(a):
+    i = bisect.bisect_right(addrs, a) - 1
+    return names[i] if i >= 0 else "?"
+STAGES = [  # (stage, regex on the demangled frame)
+    ("chain hash (SHA-256)", r"ChainHasher::hash|sha2::|chain::sha256|chain::hmac"),
+    ("audit serialise (row, canonical JSON)", r"chain::canonical|canonical_json|chain::write_|RawEventRow::from_event|Spill::encode|format_timestamp"),
+    ("store: SQLite (sqlx, statements)", r"audit::store::sqlite|sqlx_sqlite|libsqlite3|sqlite3"),
+    ("store: PostgreSQL (sqlx, wire)", r"audit::store::postgres|sqlx_postgres"),
+    ("store: common (append_batch, pool, checkpoints)", r"audit::store::|sqlx_core|checkpoint::"),
+    ("audit writer loop (collect, byte accounting)", r"audit::writer::Writer|audit::writer::AuditWriter"),
+    ("audit queue (reserve, send, approx_bytes)", r"AuditSink::|Permits::|AuditEvent::approx_bytes|tokio::sync::mpsc"),
+    ("audit event build (payload)", r"audit::payload::|AuditEvent::new"),
+    ("JSON decode (adapter)", r"adapters::|decode_alertmanager"),
+    ("fingerprint", r"[Ff]ingerprint"),
+    ("index lookup", r"index::RrIndex|index::Entry"),
+    ("occurrence record / flush", r"occurrence::"),
+    ("admission (other)", r"namegate::admission::"),
+    ("resolve / auth caches", r"resolve::|http::auth|moka::"),
+    ("pipeline (other: decide/commit)", r"namegate::pipeline::"),
+    ("answer (body JSON, problem)", r"ingest::answer_single|http::problem|axum::json|axum::Json"),
+    ("HTTP handler + middleware (ingest, request id, span, limits)", r"namegate::http::|tower_http::|tower::"),
+    ("metrics", r"prometheus_client::"),
+    ("tracing", r"tracing_core::|tracing_subscriber::|tracing::"),
+    ("HTTP framework (hyper/axum, socket I/O)", r"hyper::|hyper_util::|axum::"),
+    ("tokio runtime (scheduling, timers, wakeups)", r"tokio::"),
+]
+STAGES = [(n, re.compile(p)) for n, p in STAGES]
+out = subprocess.run(["perf", "script", "-i", data, "-F", "comm,ip,dso"], capture_output=True, text=True).stdout
+samples = out.split("\n\n")
+by_stage, by_thread = Counter(), Counter()
+total = 0
+for s in samples:
+    lines = [l for l in s.strip().splitlines() if l.strip()]
+    if not lines: continue
+    comm = lines[0].strip()
+    frames = []
+    for l in lines[1:]:
+        m = re.match(r"\s*([0-9a-f]+)\s+\((.*)\)", l)
+        if not m: continue
+        ip, dso = int(m.group(1), 16), m.group(2)
+        frames.append(sym(ip + SHIFT) if binary.split("/")[-1] in dso else dso)
+    total += 1
+    by_thread[comm] += 1
+    stage = None
+    for f in frames:  # leaf first: the innermost named stage wins
+        for n, r in STAGES:
+            if r.search(f):
+                stage = n; break
+        if stage: break
+    if stage is None:
+        if comm.startswith("sqlx-sqlite"): stage = "store: SQLite (sqlx, statements)"
+        else: stage = "other (kernel/libc outside a named frame: idle wakeups, allocator, unwinding gaps)"
+    by_stage[stage] += 1
+print(f"samples: {total}")
+for t, c in by_thread.most_common(): print(f"thread {t}: {100*c/total:.1f} %")
+for n, c in by_stage.most_common(): print(f"| {n} | {100*c/total:.1f} % |")
