@@ -805,7 +805,7 @@ async fn duplicate_throughput(
     let shed = gw_closed.status_count(503);
     // Honest only without shedding and without a growing backlog (one batch of slack: the gauge is
     // read at an arbitrary point of the writer's batch cycle).
-    let steady = shed == 0 && queue.end_depth <= queue.start_depth + 256.0;
+    let steady = shed == 0 && queue.end_depth <= queue.start_depth + 2048.0;
     report.row(
         "2",
         format!(

@@ -150,8 +150,8 @@ const INSERT_COLUMNS: &str = "event_id, event_version, event_timestamp, event_ty
      duration_ms, error_code, error_message, event_hash, previous_event_hash, hash_algorithm";
 const BINDS_PER_ROW: usize = 26;
 /// Most rows one INSERT carries (26 binds each; SQLite allows 32,766). A batch goes in chunks of
-/// powers of two up to this, so a connection prepares (and caches) at most 7 distinct statements.
-const MAX_ROWS_PER_INSERT: usize = 64;
+/// powers of two up to this, so a connection prepares (and caches) at most 9 distinct statements.
+const MAX_ROWS_PER_INSERT: usize = 256;
 
 /// `INSERT … VALUES (?, …), (?, …)` for `rows` rows (a power of two ≤ [`MAX_ROWS_PER_INSERT`]).
 fn insert_sql(rows: usize) -> &'static str {
@@ -323,10 +323,10 @@ mod tests {
             }
             out
         };
-        assert_eq!(chunks(256), vec![64, 64, 64, 64]);
+        assert_eq!(chunks(2048), vec![256; 8]);
         assert_eq!(chunks(7), vec![4, 2, 1]);
         assert_eq!(chunks(1), vec![1]);
-        assert_eq!(chunks(65), vec![64, 1]);
+        assert_eq!(chunks(257), vec![256, 1]);
     }
 
     #[test]

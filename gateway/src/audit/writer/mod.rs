@@ -79,7 +79,9 @@ impl Default for WriterConfig {
         Self {
             queue_capacity: 10_000,
             queue_budget_bytes: 32 * 1024 * 1024,
-            batch_size: 256,
+            // Large enough that a deep queue drains in few transactions: the writer is bound by the
+            // round trips per batch, not by the rows (docs/benchmarks.md, "The duplicate path…").
+            batch_size: 2048,
             batch_interval: Duration::from_millis(50),
             spill_path: PathBuf::from(SPILL_FILE_NAME),
             spill_budget_bytes: 64 * 1024 * 1024,
