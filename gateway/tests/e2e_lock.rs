@@ -84,17 +84,27 @@ async fn every_create_of_the_gateway_passes_the_lock_policy() {
 
     // Every RR there is the gateway's, and the policy is still enforcing in this namespace.
     assert_eq!(c.list().await.len(), 23);
-    let mut foreign = c.list().await.remove(0);
-    foreign.metadata = kube::api::ObjectMeta {
+    let rr = c.list().await.remove(0);
+    assert_policy_refuses_a_kubernaut_name(&c, rr, &fp, &policy).await;
+}
+
+/// A copy of `rr` under a kubernaut-style name (`rr-<fp[:12]>-<random>`) is refused by `policy`.
+async fn assert_policy_refuses_a_kubernaut_name(
+    c: &Cluster,
+    mut rr: crd_schema::RemediationRequest,
+    fp: &crd_schema::Fingerprint,
+    policy: &str,
+) {
+    rr.metadata = kube::api::ObjectMeta {
         name: Some(format!("rr-{}-1c2b5576", &fp.to_hex()[..12])),
         ..Default::default()
     };
     let err = c
         .rrs()
-        .create(&PostParams::default(), &foreign)
+        .create(&PostParams::default(), &rr)
         .await
         .unwrap_err();
-    assert!(err.to_string().contains(&policy), "{err}");
+    assert!(err.to_string().contains(policy), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -590,17 +600,8 @@ async fn namegate_create_is_admitted_like_a_signal_under_the_lock_policy() {
 
     // Every create passed the lock policy, which is still enforcing.
     assert_eq!(c.list().await.len(), 2);
-    let mut foreign = c.rrs().get(&second).await.unwrap();
-    foreign.metadata = kube::api::ObjectMeta {
-        name: Some(format!("rr-{}-1c2b5576", &fp.to_hex()[..12])),
-        ..Default::default()
-    };
-    let err = c
-        .rrs()
-        .create(&PostParams::default(), &foreign)
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains(&policy), "{err}");
+    let rr = c.rrs().get(&second).await.unwrap();
+    assert_policy_refuses_a_kubernaut_name(&c, rr, &fp, &policy).await;
 }
 
 /// One round of the race: `clis` runs of `namegate create` for `payments/Deployment/<workload>`
