@@ -295,17 +295,7 @@ async fn a_recreated_rr_never_inherits_the_old_objects_counts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs the real kube-apiserver: run scripts/test"]
 async fn a_create_whose_reply_was_dropped_is_answered_201_and_audited_once() {
-    use support::fault_proxy::{FaultProxy, server_of};
-    let original = std::path::PathBuf::from(std::env::var_os("KUBECONFIG").unwrap());
-    let proxy = FaultProxy::start(server_of(&original)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    proxy.kubeconfig(&original, &kubeconfig);
-    let opts = ReplicaOptions {
-        kubeconfig: Some(kubeconfig),
-        ..ReplicaOptions::default()
-    };
-    let mut c = Cluster::start_with("e2e-lost", &[opts]).await;
+    let (proxy, _dir, mut c) = behind_fault_proxy("e2e-lost", vec![]).await;
     let fp = fingerprint_of("payments-api");
     let n1 = name::name(&fp, Attempt::FIRST);
 
@@ -369,20 +359,13 @@ async fn readyz(r: &support::Replica) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs the real kube-apiserver: run scripts/test"]
 async fn a_stalled_watch_makes_the_index_stale_within_its_bound_and_nothing_is_answered_from_it() {
-    use support::fault_proxy::{FaultProxy, server_of};
-    let original = std::path::PathBuf::from(std::env::var_os("KUBECONFIG").unwrap());
-    let proxy = FaultProxy::start(server_of(&original)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    proxy.kubeconfig(&original, &kubeconfig);
     // Watches end every 2 s on the server side, so a silent one is dead after 2 + 5 s.
     let bound = Duration::from_secs(2 + 5);
-    let opts = ReplicaOptions {
-        kubeconfig: Some(kubeconfig),
-        extra_args: vec!["--index-watch-timeout".into(), "2s".into()],
-        ..ReplicaOptions::default()
-    };
-    let mut c = Cluster::start_with("e2e-stale", &[opts]).await;
+    let (proxy, _dir, mut c) = behind_fault_proxy(
+        "e2e-stale",
+        vec!["--index-watch-timeout".into(), "2s".into()],
+    )
+    .await;
     let alert = || webhook(&[("inventory", "KubePodCrashLooping")]);
     let fp = fingerprint_of("inventory");
     let (n1, n2) = (
@@ -480,17 +463,7 @@ async fn the_index_relists_promptly_after_a_break_even_after_an_earlier_outage()
     // the API server is unreachable; it must start small again once a list succeeds, or every later
     // break (hours later) waits out the backoff of an outage long over (docs/reliability.md, "The
     // deletion window").
-    use support::fault_proxy::{FaultProxy, server_of};
-    let original = std::path::PathBuf::from(std::env::var_os("KUBECONFIG").unwrap());
-    let proxy = FaultProxy::start(server_of(&original)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    proxy.kubeconfig(&original, &kubeconfig);
-    let opts = ReplicaOptions {
-        kubeconfig: Some(kubeconfig),
-        ..ReplicaOptions::default()
-    };
-    let mut c = Cluster::start_with("e2e-relist", &[opts]).await;
+    let (proxy, _dir, mut c) = behind_fault_proxy("e2e-relist", vec![]).await;
     let r = &c.replicas[0];
     let (fa, fb) = (fingerprint_of("ledger"), fingerprint_of("billing"));
     let (na, nb) = (
@@ -676,4 +649,25 @@ async fn the_crd_accepts_the_orchestrators_status_writes_and_keeps_kubernauts_va
             other => panic!("{field} = {bad} must be refused, got {other:?}"),
         }
     }
+}
+
+/// One replica whose API-server connections go through a [`FaultProxy`]; the directory holds its
+/// kubeconfig and must live as long as the replica.
+async fn behind_fault_proxy(
+    namespace_prefix: &str,
+    extra_args: Vec<String>,
+) -> (support::fault_proxy::FaultProxy, tempfile::TempDir, Cluster) {
+    use support::fault_proxy::{FaultProxy, server_of};
+    let original = std::path::PathBuf::from(std::env::var_os("KUBECONFIG").unwrap());
+    let proxy = FaultProxy::start(server_of(&original)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    proxy.kubeconfig(&original, &kubeconfig);
+    let opts = ReplicaOptions {
+        kubeconfig: Some(kubeconfig),
+        extra_args,
+        ..ReplicaOptions::default()
+    };
+    let c = Cluster::start_with(namespace_prefix, &[opts]).await;
+    (proxy, dir, c)
 }
