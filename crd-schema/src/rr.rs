@@ -1,7 +1,7 @@
-//! The `RemediationRequest` custom resource (`kubernaut.ai/v1alpha1`, docs/architecture.md).
+//! The `RemediationRequest` custom resource (`kubernaut.ai/v1alpha1`, docs/admission.md).
 //!
 //! The schema must accept every status write kubernaut's orchestrator makes (or the API server would
-//! prune them), so orchestrator-owned objects whose inner fields the contract does not pin are declared
+//! prune them), so orchestrator-owned objects whose inner fields namegate does not read are declared
 //! with `x-kubernetes-preserve-unknown-fields`. The gateway writes only `status.deduplication`.
 
 use std::collections::BTreeMap;

@@ -231,7 +231,7 @@ async fn schema_rejects_a_bad_fingerprint_and_unknown_phase() {
         .await
         .expect_err("overallPhase is an enum");
     assert_eq!(reason(&err), Some("Invalid"), "{err:?}");
-    // Orchestrator-owned objects the contract leaves open are preserved, not pruned.
+    // Orchestrator-owned objects namegate does not read are preserved, not pruned.
     let written = api
         .patch_status(
             &rr_name,

@@ -517,7 +517,7 @@ impl Config {
     }
 }
 
-/// `host:port`, or `:port` for all interfaces (the contract's `:8081`).
+/// `host:port`, or `:port` for all interfaces (the default `:8081`, docs/operations.md).
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     let full = if s.starts_with(':') {
         format!("0.0.0.0{s}")

@@ -1,5 +1,5 @@
-//! The adapters against the contract's sample payloads, and fuzz-style properties: no input makes
-//! a decoder panic, and whatever is decoded respects the caps.
+//! The adapters against sample Alertmanager and Kubernetes Event payloads, and fuzz-style
+//! properties: no input makes a decoder panic, and whatever is decoded respects the caps.
 
 use crd_schema::Fingerprint;
 use jiff::Timestamp;

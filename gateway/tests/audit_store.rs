@@ -55,7 +55,7 @@ async fn migrations_are_idempotent(db: TestDb) {
     assert_eq!(again.current, Some(current));
     let second = db.open().await;
     assert_eq!(second.schema_version().await.unwrap(), Some(current));
-    // The indexes the contract names exist.
+    // The indexes docs/audit.md names exist.
     let index_query = match db.engine {
         Engine::Sqlite => {
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_events'"

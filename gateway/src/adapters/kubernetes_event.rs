@@ -36,7 +36,7 @@
 //! - severity: the Event's `type` verbatim (`Warning` or `Error`), as the kubernaut gateway passes it
 //!   through; kubernaut's SignalProcessing normalises severities (docs/compatibility.md).
 //! - cluster: none (an Event does not name its cluster; a forwarder serving a fleet would need its
-//!   own endpoint or header, which the contract does not define).
+//!   own endpoint or header, which namegate does not define yet).
 //! - labels, the kubernaut gateway's keys (docs/compatibility.md): `kubernaut.ai/event-source`
 //!   (`source.component`, `deprecatedSource.component`, `reportingController` or
 //!   `reportingComponent`; left out when none), `kubernaut.ai/event-type` (the type, lower case),
