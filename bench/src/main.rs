@@ -1,4 +1,4 @@
-//! `namegate-bench`: the §14 benchmarks. Run it through `scripts/bench`, which builds the release
+//! `namegate-bench`: the benchmarks of docs/benchmarks.md. Run it through `scripts/bench`, which builds the release
 //! binaries, starts a private kube-apiserver, and stops everything on exit. See docs/benchmarks.md.
 #![forbid(unsafe_code)]
 
@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "namegate-bench",
-    about = "namegate §14 benchmarks (use scripts/bench)"
+    about = "namegate benchmarks (use scripts/bench)"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -1,4 +1,4 @@
-//! §14 memory: many RRs in one namespace, then (a) the gateway's own `RrIndex` fed by the same
+//! Memory (docs/benchmarks.md, §5): many RRs in one namespace, then (a) the gateway's own `RrIndex` fed by the same
 //! watcher the gateway runs, in a fresh process, measured by `approx_bytes()/len()` and by the
 //! process's RSS before and after; (b) a real replica started on that namespace, its RSS at
 //! `/readyz`.

@@ -89,7 +89,7 @@ pub async fn run(
     report: &mut Report,
 ) -> Result<(), String> {
     let ns = namegate_e2e::fresh_namespace(client, "bench-pods").await;
-    // Its own RR namespace: the §7a check of the other sections counts the RRs of theirs.
+    // Its own RR namespace: the occurrence-accounting check of the other sections counts the RRs of theirs.
     let rr_namespace = namegate_e2e::fresh_namespace(client, "bench-pods-rr").await;
     let namespaces: Api<DynamicObject> =
         Api::all_with(client.clone(), &ar("", "Namespace", "namespaces"));

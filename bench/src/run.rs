@@ -1,4 +1,4 @@
-//! `namegate-bench run`: every §14 figure, side by side, in one run against one API server.
+//! `namegate-bench run`: every figure of docs/benchmarks.md, side by side, in one run against one API server.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -256,7 +256,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
             dup_delta.describe()
         ));
     }
-    // Consistency: after quiescence the counts written equal the answers given (§7a).
+    // Consistency: after quiescence the counts written equal the answers given (docs/admission.md, occurrence accounting).
     let rrs: Api<RemediationRequest> = Api::namespaced(client.clone(), &ns);
     let list = rrs
         .list(&ListParams::default())
@@ -301,7 +301,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     .await?;
 
     let want = |n: u8| args.sections.contains(&n);
-    // Every 201/202 the gateway gives is one occurrence (§7a); checked against the RRs at the end.
+    // Every 201/202 the gateway gives is one occurrence (docs/admission.md); checked against the RRs at the end.
     let mut occurrences = (created + dups) as u64;
     if want(2) || want(4) {
         // ------------------------------------------------------- §2 duplicate-path throughput
@@ -636,7 +636,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         .sum();
     report.row(
         "1",
-        "§7a after all sections and a graceful stop: Σ occurrenceCount vs 201+202 answers",
+        "occurrence accounting after all sections and a graceful stop: Σ occurrenceCount vs 201+202 answers",
         format!("{counted} vs {occurrences}"),
         "",
         "",
@@ -771,7 +771,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     ));
 
     let header = format!(
-        "namegate §14 benchmarks — {} — {}, {} logical CPUs (shared; 1-min load average {} at start, {} at end), kube-apiserver {version} (own instance, embedded etcd)",
+        "namegate benchmarks — {} — {}, {} logical CPUs (shared; 1-min load average {} at start, {} at end), kube-apiserver {version} (own instance, embedded etcd)",
         jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
         cpu_model(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
