@@ -159,15 +159,15 @@ mod tests {
         name_attempt_9999999: String,
     }
 
-    /// The shared vectors are the compatibility contract with kubernaut and with every other
-    /// implementation of the encoding; they are read from the spec, not copied into the tests.
+    /// The vectors (`tests/fixtures/name-vectors.json`, see `docs/compatibility.md`) are the compatibility
+    /// contract with every other implementation of the encoding; they are data, not test code.
     fn vectors() -> Vec<Vector> {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/spec/name-vectors.json"
+            "/tests/fixtures/name-vectors.json"
         );
         let text = std::fs::read_to_string(path)
-            .unwrap_or_else(|e| panic!("the shared test vectors must be readable at {path}: {e}"));
+            .unwrap_or_else(|e| panic!("the name vectors must be readable at {path}: {e}"));
         let v: Vec<Vector> = serde_json::from_str(&text).unwrap();
         assert!(!v.is_empty());
         v

@@ -10,11 +10,11 @@ use serde_json::{Value, json};
 
 const ALERTMANAGER_SAMPLE: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/spec/samples/alertmanager-batch.json"
+    "/tests/fixtures/alertmanager-batch.json"
 ));
 const EVENT_SAMPLE: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/spec/samples/kubernetes-event.json"
+    "/tests/fixtures/kubernetes-event.json"
 ));
 
 fn now() -> Timestamp {

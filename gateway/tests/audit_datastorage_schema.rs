@@ -1,10 +1,9 @@
 //! Every event the gateway emits, validated against kubernaut DataStorage's published OpenAPI
 //! specification with a JSON-schema validator (docs/audit.md, "Events").
 //!
-//! The specification is NOT part of this repository: the test reads the unmodified copy at
-//! `../shared/spec/kubernaut/data-storage-v1.yaml` relative to the repository root (CI checks
-//! `../shared` out beside the clone), or the file named by `NAMEGATE_DATASTORAGE_SPEC`. When it is
-//! absent the test FAILS if `CI` is set, and otherwise prints a loud skip message and passes.
+//! The specification is an unmodified copy of kubernaut's `api/openapi/data-storage-v1.yaml` in
+//! `tests/fixtures/` (origin in `tests/fixtures/README.md`); `NAMEGATE_DATASTORAGE_SPEC` points the
+//! test at another copy (e.g. a newer kubernaut release).
 //!
 //! OpenAPI 3.0 schemas are JSON Schema draft 4 plus `nullable`; the only conversion done here is the
 //! standard one (`nullable: true` → `null` also allowed), in memory. `discriminator` is not a JSON
@@ -14,7 +13,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::PathBuf;
 
 use crd_schema::{Fingerprint, Target};
@@ -30,39 +28,24 @@ const SPEC_ENV: &str = "NAMEGATE_DATASTORAGE_SPEC";
 fn spec_path() -> PathBuf {
     match std::env::var_os(SPEC_ENV) {
         Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/spec/kubernaut/data-storage-v1.yaml"),
+        None => {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data-storage-v1.yaml")
+        }
     }
 }
 
-/// The specification as JSON, or `None` (after a loud message) when it is absent outside CI.
-fn load_spec() -> Option<Value> {
+/// The specification as JSON.
+fn load_spec() -> Value {
     let path = spec_path();
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) => {
-            if std::env::var_os("CI").is_some() {
-                panic!(
-                    "kubernaut DataStorage OpenAPI spec not readable at {} ({e}); CI must provide \
-                     ../shared beside the clone (or set {SPEC_ENV})",
-                    path.display()
-                );
-            }
-            // Written to the stderr handle, not with eprintln!: libtest captures the macros'
-            // output of passing tests, and this must be seen.
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n*** SKIPPED: kubernaut DataStorage OpenAPI spec not found at {} ({e}).\n\
-                 *** Events were NOT validated against DataStorage's schema. Set {SPEC_ENV} or \
-                 provide ../shared. (With CI set this fails.)\n",
-                path.display()
-            );
-            return None;
-        }
-    };
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "kubernaut DataStorage OpenAPI spec not readable at {} ({e})",
+            path.display()
+        )
+    });
     let mut spec: Value = serde_yaml_ng::from_str(&text).expect("the spec is YAML");
     openapi_nullable_to_json_schema(&mut spec);
-    Some(spec)
+    spec
 }
 
 /// OpenAPI 3.0 `nullable: true` → JSON Schema: `null` is also a valid value.
@@ -223,7 +206,7 @@ fn every_event_type_is_built() {
 
 #[test]
 fn events_datastorage_accepts_are_valid_audit_event_requests() {
-    let Some(spec) = load_spec() else { return };
+    let spec = load_spec();
     let request = validator(&spec, "AuditEventRequest");
     let mut checked = 0;
     for ev in every_event()
@@ -245,7 +228,7 @@ fn events_datastorage_accepts_are_valid_audit_event_requests() {
 
 #[test]
 fn gateway_payloads_match_gateway_audit_payload_exactly() {
-    let Some(spec) = load_spec() else { return };
+    let spec = load_spec();
     let gateway = validator(&spec, "GatewayAuditPayload");
     for ev in every_event().iter().filter(|e| {
         matches!(
@@ -266,7 +249,7 @@ fn gateway_payloads_match_gateway_audit_payload_exactly() {
 /// discriminator value, which DataStorage's schema does not list (so they are not sent there).
 #[test]
 fn namegate_only_events_are_gateway_audit_payloads_but_for_their_type() {
-    let Some(mut spec) = load_spec() else { return };
+    let mut spec = load_spec();
     let request = validator(&spec, "AuditEventRequest");
     let enum_path = "/components/schemas/GatewayAuditPayload/properties/event_type/enum";
     let extra = [EventType::SignalRejected, EventType::SignalIgnored];
