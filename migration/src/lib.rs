@@ -11,6 +11,7 @@
 //! - [`namegate_store`]: namegate's own audit store (SQLite, PostgreSQL).
 //! - [`live`]: live legacy RRs in the cluster (resolution, labels).
 //! - [`fixture`]: realistic DataStorage databases for tests and the bench.
+//! - [`walk`]: resolving one fingerprint group at a time (bounded memory).
 //! - [`report`]: what a run did.
 #![forbid(unsafe_code)]
 
@@ -21,5 +22,6 @@ pub mod namegate_store;
 pub mod plan;
 pub mod report;
 pub mod resolve;
+pub mod walk;
 
 pub use plan::{LegacyRemediation, Plan, PlanError, Rewrite, Unresolved, plan};

@@ -68,6 +68,9 @@ struct Args {
     /// How to pass DataStorage's AU-9 immutability trigger.
     #[arg(long, value_enum, default_value = "disable-trigger")]
     bypass: BypassArg,
+    /// Correlation IDs read per page from the scan's scratch table (tests use small pages).
+    #[arg(long, hide = true, default_value_t = namegate_migrate::walk::DEFAULT_PAGE)]
+    scan_page: usize,
 }
 
 fn parse_class(s: &str) -> Result<ChainClass, String> {
@@ -179,8 +182,9 @@ async fn migrate_store(
                     BypassArg::DisableTrigger => Bypass::DisableTrigger,
                     BypassArg::ReplicationRole => Bypass::ReplicationRole,
                 },
+                page: args.scan_page.max(1),
             };
-            migrate::run(&mut conn, live, &opts)
+            migrate::run(&mut conn, live, &opts, &mut std::io::stdout())
                 .await
                 .map_err(|e| e.to_string())
         }
@@ -192,7 +196,7 @@ async fn migrate_store(
                 dry_run: args.dry_run,
                 batch_rows: args.batch_rows.max(1),
             };
-            namegate_store::run(&mut conn, live, &opts)
+            namegate_store::run(&mut conn, live, &opts, &mut std::io::stdout())
                 .await
                 .map_err(|e| e.to_string())
         }

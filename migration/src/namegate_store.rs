@@ -9,13 +9,14 @@
 //! `BEGIN IMMEDIATE` transaction), one transaction per batch of remediations: the checkpoint. Rows
 //! already carrying a `legacy_correlation_id` are never touched again.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::io::Write;
 
 use futures::TryStreamExt;
 use jiff::Timestamp;
 use sqlx::{Connection, PgConnection, Row as _, SqliteConnection};
 
-use crate::report::Report;
+use crate::report::{LineKind, Report};
 use crate::resolve::{self, LiveIndex, Observed, Target};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,8 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("not a namegate audit store: {0}")]
     NotNamegate(String),
+    #[error("writing the report: {0}")]
+    Report(#[from] std::io::Error),
 }
 
 impl StoreError {
@@ -181,11 +184,22 @@ async fn migrated(conn: &mut Conn) -> Result<HashMap<String, String>, StoreError
 }
 
 /// Runs the migration of namegate's store behind `conn`.
-pub async fn run(conn: &mut Conn, live: &LiveIndex, opts: &Options) -> Result<Report, StoreError> {
+pub async fn run(
+    conn: &mut Conn,
+    live: &LiveIndex,
+    opts: &Options,
+    out: &mut dyn Write,
+) -> Result<Report, StoreError> {
     check_schema(conn).await?;
     let previously = migrated(conn).await?;
     let observed = scan(conn).await?;
-    let res = resolve::resolve(observed, live, &previously, &HashMap::new());
+    let res = resolve::resolve(
+        observed,
+        live,
+        &previously,
+        &HashMap::new(),
+        &HashSet::new(),
+    );
     let mut report = Report {
         source: match conn {
             Conn::Sqlite(_) => "namegate audit store (SQLite)".into(),
@@ -196,9 +210,16 @@ pub async fn run(conn: &mut Conn, live: &LiveIndex, opts: &Options) -> Result<Re
         already_migrated: res.already_migrated,
         previously_migrated: res.previously_migrated,
         look_alikes: res.look_alikes,
-        unresolved: res.unresolved.clone(),
         ..Report::default()
     };
+    report.write_header(out)?;
+    // This store's walk still holds every ID (docs/migration.md, "Scale: bounded memory").
+    report.peak_ids_held = res.scanned;
+    let mut unresolved = res.unresolved.clone();
+    unresolved.sort();
+    for l in &unresolved {
+        report.line(out, LineKind::Unresolved, l)?;
+    }
     let fingerprints: BTreeSet<String> =
         res.targets.iter().map(|t| t.fingerprint.to_hex()).collect();
     report.fingerprints = fingerprints.len();
@@ -224,7 +245,6 @@ pub async fn run(conn: &mut Conn, live: &LiveIndex, opts: &Options) -> Result<Re
         report.rows_rewritten += rewrite(conn, &res.targets[i..j]).await?;
         i = j;
     }
-    report.unresolved.sort();
     let done = migrated(conn).await?;
     report.live_assign = resolve::assignments(live, &done, &res.trailless);
     Ok(report)

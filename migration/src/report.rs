@@ -1,7 +1,11 @@
-//! What a run did, for the operator (docs/migration.md, "The report").
+//! What a run did, for the operator (docs/migration.md, "The report and the exit status").
+//!
+//! The per-ID lines (re-chained on request, unresolved, failed) are written as they are found, so
+//! the report holds counters only: its memory does not grow with the number of remediations.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::{self, Write};
 
 /// An ID left as it is, and why.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -34,10 +38,15 @@ pub struct Report {
     pub look_alikes: usize,
     /// Legacy chains per DataStorage verification class.
     pub chain_classes: BTreeMap<String, usize>,
-    /// Chains that did not verify and were re-chained because the operator asked.
-    pub rechained_unverified: Vec<Left>,
-    pub unresolved: Vec<Left>,
-    pub failed: Vec<Left>,
+    /// Chains that did not verify and were re-chained because the operator asked (each listed).
+    pub rechained_unverified: usize,
+    /// IDs left unresolved (each listed with its reason).
+    pub unresolved: usize,
+    /// IDs whose migration failed (each listed with its reason).
+    pub failed: usize,
+    /// The most correlation IDs the run held in memory at once (one page of the scan, one
+    /// fingerprint group, one batch): the figure that stays bounded whatever the store's size.
+    pub peak_ids_held: usize,
     /// Live RRs labelled/annotated, and already right.
     pub live_labelled: usize,
     pub live_unchanged: usize,
@@ -45,7 +54,51 @@ pub struct Report {
     pub live_assign: crate::resolve::Assignments,
 }
 
+/// The kinds of per-ID line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineKind {
+    Rechained,
+    Unresolved,
+    Failed,
+}
+
 impl Report {
+    /// The first line of the report, written before the run starts.
+    pub fn write_header(&self, out: &mut dyn Write) -> io::Result<()> {
+        writeln!(
+            out,
+            "namegate-migrate {}{}",
+            self.source,
+            if self.dry_run {
+                " (dry run: nothing written)"
+            } else {
+                ""
+            }
+        )
+    }
+
+    /// Writes one per-ID line now and counts it.
+    pub fn line(&mut self, out: &mut dyn Write, kind: LineKind, l: &Left) -> io::Result<()> {
+        match kind {
+            LineKind::Rechained => {
+                self.rechained_unverified += 1;
+                writeln!(
+                    out,
+                    "  re-chained on request:      {} ({})",
+                    l.correlation_id, l.reason
+                )
+            }
+            LineKind::Unresolved => {
+                self.unresolved += 1;
+                writeln!(out, "  UNRESOLVED {}: {}", l.correlation_id, l.reason)
+            }
+            LineKind::Failed => {
+                self.failed += 1;
+                writeln!(out, "  FAILED {}: {}", l.correlation_id, l.reason)
+            }
+        }
+    }
+
     /// Whether the run changed nothing.
     pub fn is_noop(&self) -> bool {
         self.rows_rewritten == 0 && self.attestations == 0 && self.live_labelled == 0
@@ -53,9 +106,9 @@ impl Report {
 
     /// 0: complete; 2: something was left unresolved; 1: something failed.
     pub fn exit_code(&self) -> i32 {
-        if !self.failed.is_empty() {
+        if self.failed > 0 {
             1
-        } else if !self.unresolved.is_empty() {
+        } else if self.unresolved > 0 {
             2
         } else {
             0
@@ -70,16 +123,6 @@ impl fmt::Display for Report {
         } else {
             "rewrote"
         };
-        writeln!(
-            f,
-            "namegate-migrate {}{}",
-            self.source,
-            if self.dry_run {
-                " (dry run: nothing written)"
-            } else {
-                ""
-            }
-        )?;
         writeln!(f, "  correlation IDs examined:   {}", self.ids_scanned)?;
         for (format, n) in &self.by_format {
             writeln!(f, "  {verb} {format}: {n}")?;
@@ -117,19 +160,22 @@ impl fmt::Display for Report {
                 self.live_labelled, self.live_unchanged
             )?;
         }
-        for l in &self.rechained_unverified {
-            writeln!(
-                f,
-                "  re-chained on request:      {} ({})",
-                l.correlation_id, l.reason
-            )?;
-        }
-        for l in &self.unresolved {
-            writeln!(f, "  UNRESOLVED {}: {}", l.correlation_id, l.reason)?;
-        }
-        for l in &self.failed {
-            writeln!(f, "  FAILED {}: {}", l.correlation_id, l.reason)?;
-        }
+        writeln!(
+            f,
+            "  re-chained on request:      {} (listed above)",
+            self.rechained_unverified
+        )?;
+        writeln!(
+            f,
+            "  unresolved IDs:             {} (listed above)",
+            self.unresolved
+        )?;
+        writeln!(
+            f,
+            "  failed IDs:                 {} (listed above)",
+            self.failed
+        )?;
+        writeln!(f, "  most IDs held at once:      {}", self.peak_ids_held)?;
         if self.is_noop() && !self.dry_run {
             writeln!(
                 f,

@@ -9,7 +9,7 @@
 //!   the same new name. Every other UUID (NotificationRequest UIDs, admission request UIDs,
 //!   DataStorage's self-audit, random request IDs) is a look-alike and is never touched.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crd_schema::{CorrelationId, Fingerprint};
 use jiff::Timestamp;
@@ -129,15 +129,18 @@ pub struct Resolution {
     pub scanned: usize,
 }
 
-/// Resolves `observed` (legacy and new-format IDs of a store), with `migrated` = legacy → new
-/// name recorded by earlier runs, and `reserved` = legacy → new name planned by an earlier run for IDs
-/// still in place (a chain left for the operator keeps the attempt number it was given, so a later
-/// opt-in re-chain lands on the same name).
+/// Resolves `observed` (legacy and new-format IDs of a store, or one fingerprint group of them:
+/// [`crate::walk`]), with `migrated` = legacy → new name recorded by earlier runs, `reserved` =
+/// legacy → new name planned by an earlier run for IDs still in place (a chain left for the operator
+/// keeps the attempt number it was given, so a later opt-in re-chain lands on the same name), and
+/// `elsewhere` = IDs the store holds outside `observed` that `observed` refers to (RR names its UIDs
+/// name, UIDs and names of live RRs).
 pub fn resolve(
     observed: Vec<Observed>,
     live: &LiveIndex,
     migrated: &HashMap<String, String>,
     reserved: &HashMap<String, String>,
+    elsewhere: &HashSet<String>,
 ) -> Resolution {
     let mut out = Resolution {
         scanned: observed.len(),
@@ -148,7 +151,11 @@ pub fn resolve(
     // store still take their place among their fingerprint's attempts.
     let mut migrated = migrated.clone();
     let mut observed = observed;
-    let seen: BTreeSet<String> = observed.iter().map(|o| o.correlation_id.clone()).collect();
+    let seen: BTreeSet<String> = observed
+        .iter()
+        .map(|o| o.correlation_id.clone())
+        .chain(elsewhere.iter().cloned())
+        .collect();
     for rr in live.iter() {
         if let Some(new) = &rr.correlation_annotation
             && matches!(CorrelationId::parse(new), CorrelationId::Rr(_))
@@ -178,13 +185,10 @@ pub fn resolve(
     let mut rows_of: HashMap<String, u64> = HashMap::new();
     let names_present: BTreeSet<String> = observed
         .iter()
-        .filter(|o| {
-            !matches!(
-                CorrelationId::parse(&o.correlation_id),
-                CorrelationId::LegacyUid(_)
-            )
-        })
-        .map(|o| o.correlation_id.clone())
+        .map(|o| &o.correlation_id)
+        .chain(elsewhere)
+        .filter(|id| !matches!(CorrelationId::parse(id), CorrelationId::LegacyUid(_)))
+        .cloned()
         .collect();
     let mut reserved_targets: BTreeMap<String, Target> = BTreeMap::new();
     let mut synthetic = 0usize;
@@ -381,7 +385,7 @@ impl Resolution {
     }
 }
 
-fn fingerprint_of(o: &Observed) -> Result<Option<Fingerprint>, String> {
+pub(crate) fn fingerprint_of(o: &Observed) -> Result<Option<Fingerprint>, String> {
     let mut fps = o.fingerprints.iter();
     let Some(first) = fps.next() else {
         return Ok(None);
@@ -427,6 +431,7 @@ mod tests {
             &LiveIndex::default(),
             &HashMap::new(),
             &HashMap::new(),
+            &HashSet::new(),
         );
         assert!(res.unresolved.is_empty(), "{:?}", res.unresolved);
         assert_eq!(res.look_alikes, 1);
@@ -457,6 +462,7 @@ mod tests {
             &LiveIndex::default(),
             &HashMap::new(),
             &HashMap::new(),
+            &HashSet::new(),
         );
         assert!(res.targets.is_empty());
         assert_eq!(res.unresolved.len(), 2);
@@ -480,6 +486,7 @@ mod tests {
             &LiveIndex::default(),
             &HashMap::new(),
             &reserved,
+            &HashSet::new(),
         );
         assert_eq!(res.already_migrated, 0);
         let got: Vec<(&str, u32)> = res

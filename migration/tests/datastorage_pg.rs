@@ -409,6 +409,68 @@ async fn sigkill_at_random_points_then_resume_ends_in_the_same_state() {
     assert_new_chains_verify(&db, &fx, &db.mapping().await).await;
 }
 
+/// A figure of the report's summary (`  label: N …`).
+fn figure(out: &str, label: &str) -> usize {
+    out.lines()
+        .find_map(|l| l.trim_start().strip_prefix(label))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {label:?} in\n{out}"))
+}
+
+/// What a run holds in memory does not grow with the number of remediations: it reads the scan a
+/// page at a time and resolves one fingerprint group at a time, so it holds at most a page, a group
+/// and a batch of correlation IDs (docs/migration.md, "Scale: bounded memory"). Before the walk it
+/// held every ID of the database at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run scripts/test"]
+async fn a_run_holds_one_page_one_group_and_one_batch_of_ids() {
+    let db = Db::new().await;
+    let fx = db
+        .generate(&FixtureConfig {
+            remediations: 150,
+            ..FixtureConfig::default()
+        })
+        .await;
+    // The largest fingerprint group, from the generator's record of what each ID is.
+    let mut groups: BTreeMap<String, usize> = BTreeMap::new();
+    for (id, truth) in &fx.ids {
+        let key = match truth {
+            fixture::Truth::Legacy { remediation } => {
+                fx.remediations[*remediation].fingerprint.to_hex()[..12].to_owned()
+            }
+            _ => id.clone(),
+        };
+        *groups.entry(key).or_default() += 1;
+    }
+    let biggest = groups.values().copied().max().unwrap();
+    let (page, batch) = (16, 40);
+    for extra in [&["--dry-run"][..], &[]] {
+        let mut args = vec![
+            "--batch-rows",
+            "40",
+            "--scan-page",
+            "16",
+            "--rechain-class",
+            "same-second-ties",
+        ];
+        args.extend_from_slice(extra);
+        let run = db.migrate(&args);
+        let out = stdout(&run);
+        assert_eq!(run.status.code(), Some(2), "{out}");
+        let held = figure(&out, "most IDs held at once:");
+        let examined = figure(&out, "correlation IDs examined:");
+        assert!(examined >= 200, "{examined}");
+        assert!(
+            held <= page + batch + 2 * biggest,
+            "held {held} IDs at once (page {page}, batch {batch} rows, largest group {biggest})\n{out}"
+        );
+        println!("held {held} of {examined} IDs at once");
+        assert!(held * 3 < examined, "held {held} of {examined}");
+    }
+    assert!(!db.mapping().await.is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL: run scripts/test"]
 async fn insert_seq_schema_and_replication_role_bypass() {

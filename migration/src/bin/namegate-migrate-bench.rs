@@ -145,7 +145,8 @@ async fn bench(args: &Args, name: &str, url: &str) -> Result<(), String> {
         ..Options::default()
     };
     let t1 = Instant::now();
-    let report = migrate::run(&mut conn, &LiveIndex::default(), &opts)
+    let mut stdout = std::io::stdout();
+    let report = migrate::run(&mut conn, &LiveIndex::default(), &opts, &mut stdout)
         .await
         .map_err(|e| e.to_string())?;
     let secs = t1.elapsed().as_secs_f64();

@@ -1,9 +1,11 @@
 //! Migrating a kubernaut DataStorage database (docs/migration.md, "What the migration changes in
 //! DataStorage").
 //!
-//! 1. Scan: one streamed `GROUP BY correlation_id` over RR-name- and UUID-shaped IDs; memory grows
-//!    with the number of remediations, never with events.
-//! 2. Resolve and plan ([`crate::resolve`]): new names, the legacy IDs that join each.
+//! 1. Scan: one `GROUP BY correlation_id` over RR-name- and UUID-shaped IDs into a temporary table
+//!    of the session, each ID with its fingerprint group key ([`crate::walk`]).
+//! 2. Walk the table in (key, ID) order one group at a time: resolve and plan the group
+//!    ([`crate::resolve`]), record its plan, queue its targets. Memory: one page, one group, one
+//!    batch, the live RRs — never a whole-database set.
 //! 3. Per new name (batched into transactions of about `batch_rows` rows, each a checkpoint): take
 //!    DataStorage's advisory locks of every ID involved, pass the AU-9 trigger (`ALTER TABLE …
 //!    DISABLE TRIGGER` inside the transaction, or `SET LOCAL session_replication_role = replica`),
@@ -17,9 +19,10 @@
 //! IDs gone and continues with the same numbering (attempts are assigned in a fixed order and names
 //! already in use are respected), so it ends in the state an uninterrupted run reaches.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::io::Write;
 
-use futures::TryStreamExt;
+use crd_schema::Fingerprint;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -28,8 +31,9 @@ use sqlx::{Connection, PgConnection, Row as _};
 use super::canonical::{Algorithm, HashError, HmacKey, Row};
 use super::db::{self, DbError};
 use super::verify::{self, ChainClass};
-use crate::report::{Left, Report};
-use crate::resolve::{self, LiveIndex, Observed, Resolution, Target};
+use crate::report::{Left, LineKind, Report};
+use crate::resolve::{self, LiveIndex, Observed, Target};
+use crate::walk::{self, Grouper, Held, LiveBuckets, Scanned};
 
 /// The table the migration keeps in DataStorage's database: its checkpoint and the legacy → new
 /// index for lookups. DataStorage never reads it.
@@ -63,6 +67,8 @@ pub struct Options {
     pub rechain_ids: BTreeSet<String>,
     pub batch_rows: u64,
     pub bypass: Bypass,
+    /// IDs read from the scan's scratch table per page.
+    pub page: usize,
 }
 
 impl Default for Options {
@@ -74,6 +80,7 @@ impl Default for Options {
             rechain_ids: BTreeSet::new(),
             batch_rows: 5000,
             bypass: Bypass::default(),
+            page: walk::DEFAULT_PAGE,
         }
     }
 }
@@ -84,6 +91,8 @@ pub enum MigrateError {
     Db(#[from] DbError),
     #[error("not a kubernaut DataStorage database: {0}")]
     NotDataStorage(String),
+    #[error("writing the report: {0}")]
+    Report(#[from] std::io::Error),
 }
 
 impl From<sqlx::Error> for MigrateError {
@@ -101,39 +110,136 @@ impl MigrateError {
 const LEGACY_SHAPED: &str = "(correlation_id LIKE 'rr-%' OR correlation_id ~ \
      '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$')";
 
-/// Streams what the database knows about every RR-name- and UUID-shaped correlation ID.
-pub async fn scan(conn: &mut PgConnection) -> Result<Vec<Observed>, DbError> {
-    let sql = format!(
-        "SELECT correlation_id::text AS correlation_id, \
-           (extract(epoch FROM min(event_timestamp)) * 1000000)::bigint AS first_us, \
-           count(*) AS n, \
+/// The session's scratch table: one row per RR-name- or UUID-shaped correlation ID with what its
+/// events say and its group key (a temporary table: PostgreSQL keeps it, not the migrator).
+const SCAN_TABLE: &str = "namegate_migrate_scan";
+
+/// Aggregates what the database knows about every RR-name- and UUID-shaped correlation ID into the
+/// session's scratch table (one `GROUP BY correlation_id`, inside PostgreSQL), then gives each ID its
+/// group key (`crate::walk`) a page at a time. Returns the number of IDs.
+async fn scan(conn: &mut PgConnection, live: &LiveIndex, page: usize) -> Result<usize, DbError> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP TABLE IF EXISTS pg_temp.{SCAN_TABLE}; \
+         CREATE TEMP TABLE {SCAN_TABLE} ( \
+           id text COLLATE \"C\" PRIMARY KEY, \
+           key text COLLATE \"C\", \
+           first_us bigint NOT NULL, \
+           n bigint NOT NULL, \
+           fps text[] NOT NULL, \
+           rr_names text[] NOT NULL); \
+         INSERT INTO {SCAN_TABLE} (id, first_us, n, fps, rr_names) \
+         SELECT correlation_id::text, \
+           (extract(epoch FROM min(event_timestamp)) * 1000000)::bigint, \
+           count(*), \
            array_remove(array_agg(DISTINCT event_data->>'fingerprint'), NULL) \
              || array_remove(array_agg(DISTINCT event_data->>'signal_fingerprint'), NULL) \
-             || array_remove(array_agg(DISTINCT CASE WHEN resource_type = 'Signal' THEN resource_id::text END), NULL) \
-             AS fps, \
+             || array_remove(array_agg(DISTINCT CASE WHEN resource_type = 'Signal' THEN resource_id::text END), NULL), \
            array_remove(array_agg(DISTINCT event_data->>'rr_name'), NULL) \
              || array_remove(array_agg(DISTINCT split_part(event_data->>'remediation_request', '/', 2)), NULL) \
-             AS rr_names \
          FROM audit_events WHERE {LEGACY_SHAPED} GROUP BY correlation_id"
-    );
-    let mut out = Vec::new();
-    let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch(&mut *conn);
-    while let Some(r) = rows.try_next().await? {
-        let id: String = r.try_get("correlation_id")?;
-        let first_us: i64 = r.try_get("first_us")?;
-        let n: i64 = r.try_get("n")?;
-        let fps: Vec<String> = r.try_get("fps")?;
-        let names: Vec<String> = r.try_get("rr_names")?;
-        out.push(Observed {
-            first_event: Timestamp::from_microsecond(first_us).unwrap_or(Timestamp::UNIX_EPOCH),
-            rows: u64::try_from(n).unwrap_or(0),
-            fingerprints: fps.into_iter().filter(|s| !s.is_empty()).collect(),
-            rr_names: names
-                .into_iter()
-                .filter(|s| !s.is_empty() && *s != id)
-                .collect(),
-            correlation_id: id,
+    )))
+    .execute(&mut *conn)
+    .await?;
+    let mut after = String::new();
+    let mut total = 0;
+    loop {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT id, first_us, n, fps, rr_names FROM {SCAN_TABLE} WHERE id > $1 ORDER BY id LIMIT $2"
+        )))
+        .bind(&after)
+        .bind(i64::try_from(page).unwrap_or(i64::MAX))
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut keys = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let o = observed(r)?;
+            keys.push(walk::group_key(&o, live));
+            ids.push(o.correlation_id);
+        }
+        total += ids.len();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {SCAN_TABLE} AS s SET key = v.key FROM unnest($1::text[], $2::text[]) AS v(id, key) \
+             WHERE s.id = v.id"
+        )))
+        .bind(&ids)
+        .bind(&keys)
+        .execute(&mut *conn)
+        .await?;
+        match ids.pop() {
+            Some(last) if rows.len() == page => after = last,
+            _ => break,
+        }
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE INDEX ON {SCAN_TABLE} (key, id); ANALYZE {SCAN_TABLE}"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    Ok(total)
+}
+
+fn observed(r: &sqlx::postgres::PgRow) -> Result<Observed, DbError> {
+    let id: String = r.try_get("id")?;
+    let first_us: i64 = r.try_get("first_us")?;
+    let n: i64 = r.try_get("n")?;
+    let fps: Vec<String> = r.try_get("fps")?;
+    let names: Vec<String> = r.try_get("rr_names")?;
+    Ok(Observed {
+        first_event: Timestamp::from_microsecond(first_us).unwrap_or(Timestamp::UNIX_EPOCH),
+        rows: u64::try_from(n).unwrap_or(0),
+        fingerprints: fps.into_iter().filter(|s| !s.is_empty()).collect(),
+        rr_names: names
+            .into_iter()
+            .filter(|s| !s.is_empty() && *s != id)
+            .collect(),
+        correlation_id: id,
+    })
+}
+
+/// One page of the scratch table, in (key, ID) order, after `after`.
+async fn page(
+    conn: &mut PgConnection,
+    after: &(String, String),
+    page: usize,
+    plan: bool,
+) -> Result<Vec<Scanned>, DbError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT key, id, first_us, n, fps, rr_names FROM {SCAN_TABLE} \
+         WHERE (key, id) > ($1, $2) ORDER BY key, id LIMIT $3"
+    )))
+    .bind(&after.0)
+    .bind(&after.1)
+    .bind(i64::try_from(page).unwrap_or(i64::MAX))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        out.push(Scanned {
+            key: r.try_get("key")?,
+            observed: observed(r)?,
+            reserved: None,
         });
+    }
+    if plan && !out.is_empty() {
+        // Names an earlier run planned for these IDs (kept, so numbers do not change on resume).
+        let ids: Vec<&str> = out
+            .iter()
+            .map(|s| s.observed.correlation_id.as_str())
+            .collect();
+        let reserved: HashMap<String, String> =
+            sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(format!(
+                "SELECT legacy_correlation_id, correlation_id FROM {PLAN_TABLE} \
+                 WHERE legacy_correlation_id = ANY($1::text[])"
+            )))
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect();
+        for s in &mut out {
+            s.reserved = reserved.get(&s.observed.correlation_id).cloned();
+        }
     }
     Ok(out)
 }
@@ -161,37 +267,195 @@ async fn ensure_map_table(conn: &mut PgConnection) -> Result<(), DbError> {
     Ok(())
 }
 
-async fn load_map(conn: &mut PgConnection) -> Result<HashMap<String, String>, DbError> {
-    load_pairs(conn, MAP_TABLE).await
-}
-
-async fn load_pairs(
-    conn: &mut PgConnection,
-    table: &str,
-) -> Result<HashMap<String, String>, DbError> {
-    let exists: bool = sqlx::query_scalar(
+async fn table_exists(conn: &mut PgConnection, table: &str) -> Result<bool, DbError> {
+    Ok(sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM information_schema.tables \
          WHERE table_schema = current_schema() AND table_name = $1)",
     )
     .bind(table)
     .fetch_one(&mut *conn)
-    .await?;
-    if !exists {
+    .await?)
+}
+
+/// legacy → new name recorded in the map table, for the given legacy IDs only.
+async fn migrated_of(
+    conn: &mut PgConnection,
+    ids: &[String],
+) -> Result<HashMap<String, String>, DbError> {
+    if ids.is_empty() {
         return Ok(HashMap::new());
     }
     let rows: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT legacy_correlation_id, correlation_id FROM {table}"
+        "SELECT legacy_correlation_id, correlation_id FROM {MAP_TABLE} \
+         WHERE legacy_correlation_id = ANY($1::text[])"
     )))
+    .bind(ids)
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows.into_iter().collect())
 }
 
-/// Runs the migration of the DataStorage database behind `conn`.
+/// Which of `ids` the scratch table holds.
+async fn scanned_of(conn: &mut PgConnection, ids: &[String]) -> Result<HashSet<String>, DbError> {
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT id FROM {SCAN_TABLE} WHERE id = ANY($1::text[])"
+    )))
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// The state of one run's walk over the groups.
+struct Walk<'a> {
+    opts: &'a Options,
+    live: &'a LiveIndex,
+    buckets: LiveBuckets,
+    insert_seq: bool,
+    trigger: bool,
+    map_exists: bool,
+    report: Report,
+    /// Targets of the batch being filled, and their rows.
+    pending: Vec<Target>,
+    pending_rows: u64,
+    /// The last fingerprint counted (targets come in fingerprint order).
+    last_fp: Option<Fingerprint>,
+    trailless: Vec<Target>,
+    /// legacy → new of the live RRs' IDs (dry run: what the run would record).
+    planned_live: HashMap<String, String>,
+    held: Held,
+}
+
+impl Walk<'_> {
+    fn pending_ids(&self) -> usize {
+        self.pending.iter().map(|t| t.sources.len()).sum()
+    }
+
+    /// Resolves one group, plans it, and queues its targets into batches.
+    async fn group(
+        &mut self,
+        conn: &mut PgConnection,
+        out: &mut dyn Write,
+        key: &str,
+        group: Vec<Scanned>,
+    ) -> Result<(), MigrateError> {
+        let live = self.buckets.index_for(key, &group, self.live);
+        let refs = walk::outside_refs(&group, &live);
+        let migrated = if self.map_exists {
+            migrated_of(conn, &refs).await?
+        } else {
+            HashMap::new()
+        };
+        let elsewhere = scanned_of(conn, &refs).await?;
+        let res = walk::resolve_group(key, group, &live, &migrated, &elsewhere);
+        self.report.ids_scanned += res.scanned;
+        self.report.already_migrated += res.already_migrated;
+        self.report.look_alikes += res.look_alikes;
+        for l in &res.unresolved {
+            self.report.line(out, LineKind::Unresolved, l)?;
+        }
+        for t in res.targets.iter().chain(&res.trailless) {
+            for (s, _) in &t.sources {
+                if live.by_name(s).is_some() || live.name_of_uid(s).is_some() {
+                    self.planned_live.insert(s.clone(), t.name.clone());
+                }
+            }
+        }
+        self.trailless.extend(res.trailless);
+        if !self.opts.dry_run && !res.targets.is_empty() {
+            // The group's plan before any of its rows move: an interrupted run resumes with the
+            // same numbers, and a chain left for the operator keeps its number for a later run.
+            let (legacy, new): (Vec<&str>, Vec<&str>) = res
+                .targets
+                .iter()
+                .flat_map(|t| t.sources.iter().map(|(s, _)| (s.as_str(), t.name.as_str())))
+                .unzip();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO {PLAN_TABLE} (legacy_correlation_id, correlation_id) \
+                 SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING"
+            )))
+            .bind(&legacy)
+            .bind(&new)
+            .execute(&mut *conn)
+            .await?;
+        }
+        for t in res.targets {
+            // Whole targets up to about batch_rows rows per batch.
+            if !self.pending.is_empty() && self.pending_rows + t.rows > self.opts.batch_rows {
+                self.flush(conn, out).await?;
+            }
+            self.pending_rows += t.rows;
+            self.pending.push(t);
+        }
+        Ok(())
+    }
+
+    /// Migrates the queued batch in one transaction (retried on serialization failures).
+    async fn flush(
+        &mut self,
+        conn: &mut PgConnection,
+        out: &mut dyn Write,
+    ) -> Result<(), MigrateError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_rows = 0;
+        let mut attempt = 0;
+        let done = loop {
+            attempt += 1;
+            let mut scratch = BatchOut::default();
+            match run_batch(
+                conn,
+                &batch,
+                self.opts,
+                self.insert_seq,
+                self.trigger,
+                &mut scratch,
+            )
+            .await
+            {
+                Ok(()) => break scratch,
+                Err(e) if e.is_retryable() && attempt < 4 => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let r = &mut self.report;
+        for (k, v) in done.by_format {
+            *r.by_format.entry(k.to_owned()).or_default() += v;
+        }
+        for (k, v) in done.chain_classes {
+            *r.chain_classes.entry(k.to_owned()).or_default() += v;
+        }
+        r.attempts_assigned += done.attempts_assigned;
+        r.rows_rewritten += done.rows_rewritten;
+        r.attestations += done.attestations;
+        for fp in done.fingerprints {
+            if self.last_fp != Some(fp) {
+                r.fingerprints += 1;
+                self.last_fp = Some(fp);
+            }
+        }
+        for (kind, l) in &done.lines {
+            r.line(out, *kind, l)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the migration of the DataStorage database behind `conn`, writing the report's per-ID lines
+/// to `out` as they are found (the summary is the returned [`Report`]).
+///
+/// Memory: one page of the scan, one fingerprint group, one batch and the live RRs
+/// (docs/migration.md, "Scale: bounded memory").
 pub async fn run(
     conn: &mut PgConnection,
     live: &LiveIndex,
     opts: &Options,
+    out: &mut dyn Write,
 ) -> Result<Report, MigrateError> {
     if !db::has_column(conn, "event_date").await? || !db::has_column(conn, "hash_algorithm").await?
     {
@@ -202,97 +466,109 @@ pub async fn run(
     }
     let insert_seq = db::has_column(conn, "insert_seq").await?;
     let trigger = db::has_immutability_trigger(conn).await?;
+    let report = Report {
+        source: "kubernaut DataStorage (PostgreSQL)".into(),
+        dry_run: opts.dry_run,
+        ..Report::default()
+    };
+    report.write_header(out)?;
     if !opts.dry_run {
         ensure_map_table(conn).await?;
     }
-    let migrated = load_map(conn).await?;
-    let reserved = load_pairs(conn, PLAN_TABLE).await?;
-    let observed = scan(conn).await?;
-    let res: Resolution = resolve::resolve(observed, live, &migrated, &reserved);
-    if !opts.dry_run {
-        // The plan first, in one transaction: an interrupted run resumes with the same numbers, and a
-        // chain left for the operator keeps its number for a later opt-in run.
-        let (legacy, new): (Vec<String>, Vec<String>) = res
-            .targets
-            .iter()
-            .flat_map(|t| {
-                t.sources
-                    .iter()
-                    .map(move |(s, _)| (s.clone(), t.name.clone()))
-            })
-            .unzip();
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO {PLAN_TABLE} (legacy_correlation_id, correlation_id) \
-             SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING"
-        )))
-        .bind(&legacy)
-        .bind(&new)
-        .execute(&mut *conn)
-        .await?;
-    }
-    let mut report = Report {
-        source: "kubernaut DataStorage (PostgreSQL)".into(),
-        dry_run: opts.dry_run,
-        ids_scanned: res.scanned,
-        already_migrated: res.already_migrated,
-        previously_migrated: res.previously_migrated,
-        look_alikes: res.look_alikes,
-        unresolved: res.unresolved.clone(),
-        ..Report::default()
+    let map_exists = table_exists(conn, MAP_TABLE).await?;
+    let plan_exists = table_exists(conn, PLAN_TABLE).await?;
+    let page_size = opts.page.max(1);
+    scan(conn, live, page_size).await?;
+    let mut w = Walk {
+        opts,
+        live,
+        buckets: LiveBuckets::new(live),
+        insert_seq,
+        trigger,
+        map_exists,
+        report,
+        pending: Vec::new(),
+        pending_rows: 0,
+        last_fp: None,
+        trailless: Vec::new(),
+        planned_live: HashMap::new(),
+        held: Held::default(),
     };
-    let mut fingerprints = BTreeSet::new();
-    let mut i = 0;
-    while i < res.targets.len() {
-        // One batch: whole targets up to about batch_rows rows.
-        let mut j = i;
-        let mut rows = 0u64;
-        while j < res.targets.len() && (j == i || rows + res.targets[j].rows <= opts.batch_rows) {
-            rows += res.targets[j].rows;
-            j += 1;
+    if map_exists {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {MAP_TABLE}"
+        )))
+        .fetch_one(&mut *conn)
+        .await?;
+        w.report.previously_migrated = usize::try_from(n).unwrap_or(0);
+    }
+    let mut grouper = Grouper::default();
+    let mut after = (String::new(), String::new());
+    loop {
+        let rows = page(conn, &after, page_size, plan_exists).await?;
+        let last = rows.len() < page_size;
+        if let Some(s) = rows.last() {
+            after = (s.key.clone(), s.observed.correlation_id.clone());
         }
-        let batch = &res.targets[i..j];
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut scratch = Report::default();
-            match run_batch(conn, batch, opts, insert_seq, trigger, &mut scratch).await {
-                Ok(()) => {
-                    merge(&mut report, scratch, &mut fingerprints);
-                    break;
+        let mut rows = rows.into_iter();
+        while let Some(s) = rows.next() {
+            w.held
+                .note(rows.len() + 1 + grouper.len() + w.pending_ids());
+            if let Some((k, g)) = grouper.push(s) {
+                for k in w.buckets.take_before(Some(&k)) {
+                    w.group(conn, out, &k, Vec::new()).await?;
                 }
-                Err(e) if e.is_retryable() && attempt < 4 => continue,
-                Err(e) => return Err(e.into()),
+                w.group(conn, out, &k, g).await?;
             }
         }
-        i = j;
+        if last {
+            break;
+        }
     }
-    report.attempts_assigned += res.trailless.len();
-    report.fingerprints = fingerprints.len();
-    report.unresolved.sort();
-    let done = if opts.dry_run {
-        res.planned()
+    if let Some((k, g)) = grouper.finish() {
+        for k in w.buckets.take_before(Some(&k)) {
+            w.group(conn, out, &k, Vec::new()).await?;
+        }
+        w.group(conn, out, &k, g).await?;
+    }
+    for k in w.buckets.take_before(None) {
+        w.group(conn, out, &k, Vec::new()).await?;
+    }
+    w.held.note(w.pending_ids());
+    w.flush(conn, out).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP TABLE IF EXISTS pg_temp.{SCAN_TABLE}"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    let mut report = w.report;
+    report.attempts_assigned += w.trailless.len();
+    report.peak_ids_held = w.held.peak;
+    // The live RRs' IDs as recorded now (dry run: as planned).
+    let done = if opts.dry_run || !map_exists {
+        w.planned_live
     } else {
-        load_map(conn).await?
+        let ids: Vec<String> = live
+            .iter()
+            .flat_map(|rr| [rr.name.clone(), rr.uid.clone()])
+            .collect();
+        migrated_of(conn, &ids).await?
     };
-    report.live_assign = resolve::assignments(live, &done, &res.trailless);
+    report.live_assign = resolve::assignments(live, &done, &w.trailless);
     Ok(report)
 }
 
-fn merge(report: &mut Report, b: Report, fingerprints: &mut BTreeSet<String>) {
-    for (k, v) in b.by_format {
-        *report.by_format.entry(k).or_default() += v;
-    }
-    for (k, v) in b.chain_classes {
-        *report.chain_classes.entry(k).or_default() += v;
-    }
-    report.attempts_assigned += b.attempts_assigned;
-    report.rows_rewritten += b.rows_rewritten;
-    report.attestations += b.attestations;
-    report.rechained_unverified.extend(b.rechained_unverified);
-    report.unresolved.extend(b.unresolved);
-    report.failed.extend(b.failed);
-    // `source` carries the batch's fingerprints, one per line.
-    fingerprints.extend(b.source.lines().map(str::to_owned));
+/// What one batch did (merged into the report once the batch committed).
+#[derive(Default)]
+struct BatchOut {
+    by_format: BTreeMap<&'static str, usize>,
+    chain_classes: BTreeMap<&'static str, usize>,
+    attempts_assigned: usize,
+    rows_rewritten: u64,
+    attestations: usize,
+    /// Fingerprints of the migrated targets, in order.
+    fingerprints: Vec<Fingerprint>,
+    lines: Vec<(LineKind, Left)>,
 }
 
 async fn run_batch(
@@ -301,7 +577,7 @@ async fn run_batch(
     opts: &Options,
     insert_seq: bool,
     trigger: bool,
-    out: &mut Report,
+    out: &mut BatchOut,
 ) -> Result<(), DbError> {
     let mut tx = conn.begin().await?;
     // DataStorage's writers lock a correlation ID before reading its head: take the same locks, in
@@ -369,7 +645,7 @@ async fn migrate_target(
     t: &Target,
     opts: &Options,
     insert_seq: bool,
-    out: &mut Report,
+    out: &mut BatchOut,
 ) -> Result<(), DbError> {
     let mut ids: Vec<String> = t.sources.iter().map(|s| s.0.clone()).collect();
     ids.push(t.name.clone());
@@ -386,30 +662,34 @@ async fn migrate_target(
         let class = match verify::classify(&rows, key) {
             Ok(a) => a.class,
             Err(e) => {
-                out.failed.push(Left {
-                    correlation_id: id.clone(),
-                    reason: hash_reason(&e),
-                });
+                out.lines.push((
+                    LineKind::Failed,
+                    Left {
+                        correlation_id: id.clone(),
+                        reason: hash_reason(&e),
+                    },
+                ));
                 blocked.push(id.clone());
                 continue;
             }
         };
-        *out.chain_classes
-            .entry(class.as_str().to_owned())
-            .or_default() += 1;
+        *out.chain_classes.entry(class.as_str()).or_default() += 1;
         let allowed = class == ChainClass::Valid
             || opts.rechain_classes.contains(&class)
             || opts.rechain_ids.contains(id);
         if !allowed {
-            out.unresolved.push(Left {
-                correlation_id: id.clone(),
-                reason: format!(
-                    "its chain fails DataStorage's verification ({}); left intact — re-chain with \
-                     --rechain-class {} or --rechain-id {id}",
-                    class.as_str(),
-                    class.as_str()
-                ),
-            });
+            out.lines.push((
+                LineKind::Unresolved,
+                Left {
+                    correlation_id: id.clone(),
+                    reason: format!(
+                        "its chain fails DataStorage's verification ({}); left intact — re-chain \
+                         with --rechain-class {} or --rechain-id {id}",
+                        class.as_str(),
+                        class.as_str()
+                    ),
+                },
+            ));
             blocked.push(id.clone());
         }
         old.push(OldChain {
@@ -425,17 +705,23 @@ async fn migrate_target(
         match verify::verify(&existing, key) {
             Ok(v) if v.is_valid() => {}
             Ok(_) => {
-                out.failed.push(Left {
-                    correlation_id: t.name.clone(),
-                    reason: "the new name already holds a chain that fails verification".into(),
-                });
+                out.lines.push((
+                    LineKind::Failed,
+                    Left {
+                        correlation_id: t.name.clone(),
+                        reason: "the new name already holds a chain that fails verification".into(),
+                    },
+                ));
                 blocked.push(t.name.clone());
             }
             Err(e) => {
-                out.failed.push(Left {
-                    correlation_id: t.name.clone(),
-                    reason: hash_reason(&e),
-                });
+                out.lines.push((
+                    LineKind::Failed,
+                    Left {
+                        correlation_id: t.name.clone(),
+                        reason: hash_reason(&e),
+                    },
+                ));
                 blocked.push(t.name.clone());
             }
         }
@@ -444,13 +730,16 @@ async fn migrate_target(
         // The whole remediation stays together: nothing of it moves.
         for o in &old {
             if !blocked.contains(&o.id) {
-                out.unresolved.push(Left {
-                    correlation_id: o.id.clone(),
-                    reason: format!(
-                        "left with the rest of its remediation ({}), which cannot move",
-                        blocked.join(", ")
-                    ),
-                });
+                out.lines.push((
+                    LineKind::Unresolved,
+                    Left {
+                        correlation_id: o.id.clone(),
+                        reason: format!(
+                            "left with the rest of its remediation ({}), which cannot move",
+                            blocked.join(", ")
+                        ),
+                    },
+                ));
             }
         }
         return Ok(());
@@ -468,35 +757,43 @@ async fn migrate_target(
     let tail = match verify::rechain(&mut rows, &t.name, key) {
         Ok(tail) => tail,
         Err(e) => {
-            out.failed.push(Left {
-                correlation_id: t.name.clone(),
-                reason: hash_reason(&e),
-            });
+            out.lines.push((
+                LineKind::Failed,
+                Left {
+                    correlation_id: t.name.clone(),
+                    reason: hash_reason(&e),
+                },
+            ));
             return Ok(());
         }
     };
     let attestation = attestation(t, &old, &rows, tail, key);
     let Ok(attestation) = attestation else {
-        out.failed.push(Left {
-            correlation_id: t.name.clone(),
-            reason: "cannot hash the attestation".into(),
-        });
+        out.lines.push((
+            LineKind::Failed,
+            Left {
+                correlation_id: t.name.clone(),
+                reason: "cannot hash the attestation".into(),
+            },
+        ));
         return Ok(());
     };
     for o in &old {
-        *out.by_format.entry(o.format.to_owned()).or_default() += 1;
+        *out.by_format.entry(o.format).or_default() += 1;
         if o.class != ChainClass::Valid {
-            out.rechained_unverified.push(Left {
-                correlation_id: o.id.clone(),
-                reason: o.class.as_str().to_owned(),
-            });
+            out.lines.push((
+                LineKind::Rechained,
+                Left {
+                    correlation_id: o.id.clone(),
+                    reason: o.class.as_str().to_owned(),
+                },
+            ));
         }
     }
     out.attempts_assigned += 1;
     out.rows_rewritten += old.iter().map(|o| o.rows.len() as u64).sum::<u64>();
     out.attestations += 1;
-    out.source.push_str(&t.fingerprint.to_hex());
-    out.source.push('\n');
+    out.fingerprints.push(t.fingerprint);
     if opts.dry_run {
         return Ok(());
     }
