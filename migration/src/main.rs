@@ -195,6 +195,7 @@ async fn migrate_store(
             let opts = namegate_store::Options {
                 dry_run: args.dry_run,
                 batch_rows: args.batch_rows.max(1),
+                page: args.scan_page.max(1),
             };
             namegate_store::run(&mut conn, live, &opts, &mut std::io::stdout())
                 .await

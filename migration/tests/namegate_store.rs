@@ -201,3 +201,97 @@ async fn sqlite_store_is_migrated_verifiable_and_looked_up_both_ways() {
 async fn postgres_store_is_migrated_verifiable_and_looked_up_both_ways() {
     scenario(Store::postgres().await).await;
 }
+
+/// A figure of the report's summary (`  label: N …`).
+fn figure(out: &str, label: &str) -> usize {
+    out.lines()
+        .find_map(|l| l.trim_start().strip_prefix(label))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {label:?} in\n{out}"))
+}
+
+/// Many fingerprints, each with two legacy names and a UID naming the first.
+async fn many_remediations(db: &AuditStore) -> Vec<String> {
+    let mut events = Vec::new();
+    let mut legacy = Vec::new();
+    for i in 0..80u32 {
+        let fp = Fingerprint::of_input(&format!("prod:Deployment:app-{i}"));
+        let p12 = &fp.to_hex()[..12];
+        let a = format!("rr-{p12}-{:08x}", 0x1000_0000 + i);
+        let b = format!("rr-{p12}-{}", 1_737_000_000 + i);
+        let uid = uuid::Uuid::from_u128(0x5a0e_2c3d_8f1b_4c7a_9d2e_0000_0000_0000 + u128::from(i))
+            .to_string();
+        events.push(ev(
+            &a,
+            Some(&fp),
+            "2026-01-01T00:00:00Z",
+            serde_json::json!({}),
+        ));
+        events.push(ev(
+            &uid,
+            None,
+            "2026-01-01T00:00:01Z",
+            serde_json::json!({"rr_name": a}),
+        ));
+        events.push(ev(
+            &b,
+            Some(&fp),
+            "2026-02-01T00:00:00Z",
+            serde_json::json!({}),
+        ));
+        legacy.extend([a, b, uid]);
+    }
+    db.append_batch(&events).await.unwrap();
+    legacy
+}
+
+/// What a run holds does not grow with the number of remediations (one page, one fingerprint
+/// group, one batch: docs/migration.md, "Scale: bounded memory"), and small pages and batches give
+/// exactly the result of one large page.
+async fn bounded(small: Store, large: Store) {
+    let mut mapped = Vec::new();
+    for (store, args) in [
+        (&small, &["--scan-page", "8", "--batch-rows", "10"][..]),
+        (&large, &[][..]),
+    ] {
+        let db = AuditStore::open(&store.url, None).await.unwrap();
+        let legacy = many_remediations(&db).await;
+        let run = store.migrate(args);
+        let out = text(&run);
+        assert_eq!(run.status.code(), Some(0), "{out}");
+        let held = figure(&out, "most IDs held at once:");
+        let examined = figure(&out, "correlation IDs examined:");
+        assert_eq!(examined, 240, "{out}");
+        if !args.is_empty() {
+            // A page of 8, a group of 3, a batch of at most 10 rows.
+            assert!(held <= 8 + 3 + 10, "held {held}\n{out}");
+        }
+        let mut m = Vec::new();
+        for id in &legacy {
+            m.push((id.clone(), db.correlation_ids_for_legacy(id).await.unwrap()));
+        }
+        assert!(m.iter().all(|(_, n)| n.len() == 1), "{m:?}");
+        assert!(db.verify().await.unwrap().is_clean());
+        let again = store.migrate(args);
+        assert!(
+            text(&again).contains("nothing to change"),
+            "{}",
+            text(&again)
+        );
+        db.close().await;
+        mapped.push(m);
+    }
+    assert_eq!(mapped[0], mapped[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_runs_hold_one_group_at_a_time_and_pages_do_not_change_the_result() {
+    bounded(Store::sqlite(), Store::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run scripts/test"]
+async fn postgres_runs_hold_one_group_at_a_time_and_pages_do_not_change_the_result() {
+    bounded(Store::postgres().await, Store::postgres().await).await;
+}
