@@ -11,9 +11,11 @@
 //! does first — creates that Secret and binds its senders to the chart's sender ClusterRole — and sets
 //! no value.
 //!
-//! Run by `scripts/cluster-test` (built only with the `cluster` feature): it starts the cluster and
-//! the PostgreSQL the pods reach (`NAMEGATE_CLUSTER_AUDIT_URL`), builds and imports the image and
-//! helm, and exports `KUBECONFIG` (the cluster's) and `HELM`.
+//! Run by `scripts/test` as its last phase, and alone by `scripts/cluster-test` (built only with the
+//! `cluster` feature): it starts the cluster and the PostgreSQL the pods reach
+//! (`NAMEGATE_CLUSTER_AUDIT_URL`), builds and imports the image and helm, and exports `KUBECONFIG` (the
+//! cluster's) and `HELM`. Without them every test fails, naming what is missing: none passes or
+//! skips on a machine without the cluster.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -26,7 +28,7 @@ use std::time::Duration;
 use crd_schema::{Attempt, Fingerprint, RemediationRequest, name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -117,6 +119,30 @@ where
 
 // ---------------------------------------------------------------------------------------- release
 
+/// A client for the cluster of `scripts/cluster-up`. `KUBECONFIG` could also name the bare API server of
+/// `scripts/kube-up` (scripts/test exports it for the other tests), where no pod ever runs and
+/// `helm install --wait` would only time out: fail at once, saying so, unless a node is Ready.
+async fn cluster_client() -> Client {
+    let client = client().await;
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("listing the nodes of the cluster KUBECONFIG names");
+    let ready = nodes.items.iter().any(|n| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    });
+    assert!(
+        ready,
+        "KUBECONFIG={} names an API server without a Ready node: the cluster tests need the \
+         one-node cluster of scripts/cluster-up (run scripts/cluster-test)",
+        std::env::var("KUBECONFIG").unwrap_or_default()
+    );
+    client
+}
+
 /// One `helm install` of the chart in a fresh namespace, with a workload namespace beside it.
 struct Release {
     client: Client,
@@ -129,7 +155,7 @@ struct Release {
 
 impl Release {
     async fn install(workloads: &[&str]) -> Release {
-        let client = client().await;
+        let client = cluster_client().await;
         let ns = fresh_namespace(&client, "ngc").await;
         let workloads_ns = managed_namespace(&client).await;
         for w in workloads {

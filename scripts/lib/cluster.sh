@@ -88,7 +88,7 @@ cluster_pg_up() {
     while (exec 3<>"/dev/tcp/$NODE_IP/$port") 2>/dev/null; do port=$((port + 1)); done
     echo "$port" >"$d/port"
     cluster_pg_as "$CLUSTER_PG_BIN/pg_ctl" -D "$d/data" -l "$d/postgres.log" -w -t 60 start \
-      -o "-p $port -k $d -c listen_addresses=$NODE_IP -c ssl=on -c max_connections=200" >&2 ||
+      -o "-p $port -k $d -c listen_addresses=$NODE_IP -c ssl=on -c max_connections=200" >&2 7>&- ||
       { tail -n 30 "$d/postgres.log" >&2; return 1; }
     pw="$(cat "$d/password")"
     cluster_pg_as "$CLUSTER_PG_BIN/psql" -X -q -h "$d" -p "$port" -U postgres -d postgres \
@@ -102,4 +102,108 @@ cluster_pg_down() {
   if cluster_pg_running; then
     cluster_pg_as "$CLUSTER_PG_BIN/pg_ctl" -D "$CLUSTER_PG_DIR/data" -m fast -w -t 60 stop >&2 || true
   fi
+}
+
+# ------------------------------------------------------------------------------- the host's share
+# The bridge, its addresses, the components' fixed ports and the iptables chains are the host's, not
+# the checkout's: one cluster per machine. cluster-up records which checkout owns them in $HOST_OWNER
+# (on /run, so a reboot, which removes the bridge and the rules too, forgets it); cluster-down removes
+# the record once it has undone everything.
+HOST_OWNER=/run/namegate-cluster.owner
+# Fixed ports of the components (127.0.0.1, and the kubelet's on the node address).
+CLUSTER_PORTS=(10248 10249 10250 10256 10257 10259)
+
+# Does the checkout $1 still run a component of its cluster?
+cluster_of_alive() {
+  local root="$1" f pid
+  for f in "$root"/target/cluster/state/pids/*; do
+    [ -f "$f" ] || continue
+    pid="$(cat "$f" 2>/dev/null || true)"
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && return 0
+  done
+  return 1
+}
+
+# What a cluster of an unknown checkout left on the host (one line each; nothing when clean).
+host_leftovers() {
+  ip link show "$BRIDGE" >/dev/null 2>&1 && echo "the bridge $BRIDGE exists"
+  iptables -w -t nat -S 2>/dev/null | grep -q -- '-N KUBE-SERVICES' && echo "iptables has kube-proxy's KUBE-* chains"
+  local p
+  for p in $(pgrep -f "namegate-kube-node kube|namegate-kube-apiserver .*--address $NODE_IP|containerd --config .*/target/cluster/state/" || true); do
+    echo "process $p still runs: $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-160)"
+  done
+}
+
+# ------------------------------------------------------------------------------ the test phase
+# The cluster tests (e2e/tests/cluster.rs): run by scripts/test after its other tests and by
+# scripts/cluster-test alone; this is their one implementation (docs/kube-harness.md, "The tests").
+# Needs scripts/lib/{common,prereqs,helm}.sh sourced and root. The caller's EXIT trap must call
+# cluster_tests_cleanup, which stops the cluster (and its PostgreSQL) again unless CLUSTER_TEST_KEEP is
+# set — also when the phase failed half-way.
+#
+# The image takes the gateway binaries `cargo test --workspace --no-run` built, and the cluster tests
+# are built with the same package selection plus the `cluster` feature of namegate-e2e, which enables
+# no dependency feature: the dependency tree built for the other tests is reused as it is and only
+# namegate-e2e is compiled again.
+CLUSTER_TESTS_STARTED=0
+CLUSTER_PHASE_LOCK=/run/lock/namegate-cluster-tests.lock
+
+run_cluster_tests() { # [test binary args…]
+  [ "$(id -u)" = 0 ] || { log "the cluster tests need root (containerd, runc, CNI, iptables)"; return 1; }
+  install_cluster_prereqs
+  ensure_helm # exports HELM
+
+  local target="${CARGO_TARGET_DIR:-$ROOT/target}"
+  log "building the cluster tests (cargo test --workspace --features namegate-e2e/cluster --test cluster)"
+  cargo test --workspace --locked --no-run
+  cargo test --workspace --locked --features namegate-e2e/cluster --test cluster --no-run
+
+  # Two checkouts (or a CI run and a developer) share one host: the second waits for the first's phase.
+  # fd 7 holds the lock for this shell's life; cluster-up and cluster_pg_up close it for the daemons
+  # they start, so a cluster kept running (CLUSTER_TEST_KEEP) does not hold it (cluster-up refuses
+  # another checkout's start while it runs).
+  mkdir -p "$(dirname "$CLUSTER_PHASE_LOCK")"
+  exec 7>"$CLUSTER_PHASE_LOCK"
+  if ! flock -n 7; then
+    log "another checkout runs the cluster tests on this host; waiting up to ${CLUSTER_LOCK_TIMEOUT:-1800}s"
+    flock -w "${CLUSTER_LOCK_TIMEOUT:-1800}" 7 || {
+      log "gave up waiting for $CLUSTER_PHASE_LOCK, held by: $(fuser "$CLUSTER_PHASE_LOCK" 2>&1 | tr -s ' ')"
+      return 1
+    }
+  fi
+
+  CLUSTER_TESTS_STARTED=1
+  log "starting the one-node cluster"
+  local line
+  line="$("$ROOT/scripts/cluster-up")"
+  log "$line"
+
+  log "starting the audit store (PostgreSQL with TLS on the node address, for the chart's default audit.existingSecret)"
+  NAMEGATE_CLUSTER_AUDIT_URL="$(cluster_pg_up)"
+  export NAMEGATE_CLUSTER_AUDIT_URL
+
+  log "packaging the namegate image from the test build's binaries ($target/debug) and importing it"
+  "$ROOT/scripts/image" namegate --from "$target/debug" --import "$CONTAINERD_SOCK" >/dev/null
+
+  # A kept cluster (CLUSTER_TEST_KEEP=1) still runs the releases of the tests that failed before: each
+  # holds 300m of the node's 2 CPUs in requests, so a few of them leave the next tests' pods Pending.
+  local ns
+  for ns in $(KUBECONFIG="${line#KUBECONFIG=}" "$HELM" list --all-namespaces --no-headers 2>/dev/null |
+    awk '$1 == "namegate" {print $2}'); do
+    log "uninstalling the release left in $ns by an earlier run"
+    KUBECONFIG="${line#KUBECONFIG=}" "$HELM" uninstall namegate --namespace "$ns" --wait >&2 || true
+  done
+
+  log "cargo test --features namegate-e2e/cluster --test cluster"
+  KUBECONFIG="${line#KUBECONFIG=}" cargo test --workspace --locked --features namegate-e2e/cluster \
+    --test cluster -- --include-ignored --test-threads=1 "$@"
+}
+
+cluster_tests_cleanup() {
+  [ "$CLUSTER_TESTS_STARTED" = 1 ] || return 0
+  if [ -n "${CLUSTER_TEST_KEEP:-}" ]; then
+    log "CLUSTER_TEST_KEEP is set: the cluster keeps running (scripts/cluster-down stops it)"
+    return 0
+  fi
+  "$ROOT/scripts/cluster-down" >&2
 }
