@@ -64,7 +64,14 @@ pub async fn run(cfg: Config) -> Result<(), ServeError> {
     );
     store_cfg.hmac_key_file = cfg.audit_hmac_key_file.clone();
     store_cfg.token_file = Some(cfg.audit_token_file.clone());
-    let store = audit::store::AuditStore::open_with(&store_cfg).await?;
+    // This store serves the lookup API (and applies the migrations); the writer opens its own on its
+    // own thread and runtime, where its pool's connections are driven (docs/audit.md, "The writer's
+    // thread"). Only the writer appends, so only its store keeps chain-head checkpoints.
+    let store = audit::store::AuditStore::open_with(&audit::store::StoreConfig {
+        checkpoint_path: None,
+        ..store_cfg.clone()
+    })
+    .await?;
     let writer_cfg = audit::writer::WriterConfig {
         queue_capacity: cfg.audit_queue_capacity,
         queue_budget_bytes: cfg.audit_queue_budget_bytes,
@@ -72,10 +79,13 @@ pub async fn run(cfg: Config) -> Result<(), ServeError> {
         spill_budget_bytes: cfg.audit_spill_budget_bytes,
         ..audit::writer::WriterConfig::default()
     };
-    let (sink, writer) =
-        audit::writer::AuditWriter::spawn(store.clone(), writer_cfg, &mut registry)
-            .await
-            .map_err(|e| ServeError::AuditWriter(e.to_string()))?;
+    let (sink, writer) = audit::writer::AuditWriter::spawn_dedicated(
+        store_cfg.without_migrations(),
+        writer_cfg,
+        audit::writer::AuditMetrics::register(&mut registry),
+    )
+    .await
+    .map_err(|e| ServeError::AuditWriter(e.to_string()))?;
 
     let background = CancellationToken::new();
     let index = RrIndex::new(metrics.clone(), cfg.fault_freeze_index);
@@ -224,8 +234,8 @@ pub async fn run(cfg: Config) -> Result<(), ServeError> {
     flush_stop.cancel();
     let _ = flusher_task.await;
     tracing::info!("flushing the audit trail");
+    // Also closes the writer's store, which writes its pending chain-head checkpoint.
     writer.shutdown().await;
-    store.flush_checkpoint();
     background.cancel();
     let _ = tokio::join!(
         index_task,

@@ -20,6 +20,7 @@ both_engines!(
     backpressure_when_queue_and_spill_budget_are_exhausted,
     spill_survives_a_restart,
     an_event_the_store_refuses_is_kept_aside_not_dropped,
+    the_dedicated_writer_drains_while_the_request_runtime_is_saturated,
 );
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -106,6 +107,66 @@ async fn writes_batches_and_shutdown_flushes(db: TestDb) {
         (0, 0, 0, 0)
     );
     assert!(sink.try_reserve(1).unwrap_err().is_closed());
+    assert_stored_exactly_once_in_order(&store, &sent).await;
+    store.close().await;
+    db.cleanup().await;
+}
+
+/// The gateway's writer runs on a thread and runtime of its own (docs/audit.md, "The writer's thread"):
+/// with every worker of the runtime that holds the sinks busy and never yielding — what 64 saturating
+/// connections look like to a writer that shares their runtime — queued events still reach the store.
+/// The store connects directly (not through the harness's proxy, whose tasks run on this runtime).
+async fn the_dedicated_writer_drains_while_the_request_runtime_is_saturated(db: TestDb) {
+    const WORKERS: usize = 2; // both_engines! runs on 2 workers
+    let store_cfg = namegate::audit::store::StoreConfig {
+        url: db.owner_url.clone(),
+        ..db.config()
+    };
+    let (sink, writer) =
+        AuditWriter::spawn_dedicated(store_cfg, config(&db), AuditMetrics::default())
+            .await
+            .unwrap();
+    let m = writer.metrics().clone();
+
+    // Occupy every worker: each task blocks its thread until released.
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = std::sync::Arc::new(std::sync::Mutex::new(release_rx));
+    let busy = std::sync::Arc::new(std::sync::Barrier::new(WORKERS + 1));
+    let mut hogs = Vec::new();
+    for _ in 0..WORKERS {
+        let (busy, release_rx) = (busy.clone(), release_rx.clone());
+        hogs.push(tokio::spawn(async move {
+            busy.wait();
+            let _ = release_rx.lock().unwrap().recv_timeout(WAIT);
+        }));
+    }
+    busy.wait();
+
+    let mut sent = Vec::new();
+    send(&sink, &mut sent, 0, 600);
+    // The runtime cannot run timers or tasks now: wait on this thread, bounded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while m.written.get() < 600 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let written_while_saturated = m.written.get();
+    for _ in 0..WORKERS {
+        release_tx.send(()).unwrap();
+    }
+    for hog in hogs {
+        hog.await.unwrap();
+    }
+    assert_eq!(
+        written_while_saturated, 600,
+        "events written while every request worker was busy"
+    );
+
+    send(&sink, &mut sent, 600, 800);
+    let stats = writer.shutdown().await;
+    assert_eq!(stats.written, 800);
+    assert_eq!((stats.dropped, stats.spilled, stats.queue_depth), (0, 0, 0));
+    assert!(sink.try_reserve(1).unwrap_err().is_closed());
+    let store = db.open().await;
     assert_stored_exactly_once_in_order(&store, &sent).await;
     store.close().await;
     db.cleanup().await;

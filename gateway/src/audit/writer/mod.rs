@@ -34,12 +34,13 @@ use prometheus_client::registry::Registry;
 use rand::Rng;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc::{self, PermitIterator, error::TrySendError};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::event::AuditEvent;
-use super::store::{AuditStore, StoreError};
+use super::store::{AuditStore, StoreConfig, StoreError};
 use spill::Spill;
 
 /// Writer settings. `Default` uses `./audit-spill.jsonl`; the gateway passes a path in its data
@@ -125,6 +126,10 @@ pub enum AuditError {
     Closed,
     #[error("audit spill file {path}: {source}")]
     Spill { path: PathBuf, source: io::Error },
+    #[error("audit store: {0}")]
+    Store(#[from] StoreError),
+    #[error("starting the audit writer's thread: {0}")]
+    Thread(io::Error),
 }
 
 impl AuditError {
@@ -143,7 +148,7 @@ impl AuditError {
         match self {
             Self::Backpressure { retry_after } => Some(*retry_after),
             Self::Closed => Some(Duration::from_secs(1)),
-            Self::Spill { .. } => None,
+            Self::Spill { .. } | Self::Store(_) | Self::Thread(_) => None,
         }
     }
 }
@@ -457,8 +462,17 @@ fn report_dropped(metrics: &AuditMetrics, event: &AuditEvent, why: &str) {
 #[derive(Debug)]
 pub struct WriterHandle {
     stop: CancellationToken,
-    task: JoinHandle<WriterStats>,
+    task: Running,
     shared: Arc<Shared>,
+}
+
+/// Where the writer runs.
+#[derive(Debug)]
+enum Running {
+    /// A task on the caller's runtime ([`AuditWriter::spawn`]).
+    Task(JoinHandle<WriterStats>),
+    /// Its own thread and runtime ([`AuditWriter::spawn_dedicated`]): the final figures arrive here.
+    Thread(oneshot::Receiver<WriterStats>),
 }
 
 impl WriterHandle {
@@ -466,13 +480,18 @@ impl WriterHandle {
     /// the store — or to the spill when the store is unreachable — and returns the final figures.
     pub async fn shutdown(self) -> WriterStats {
         self.stop.cancel();
-        match self.task.await {
-            Ok(stats) => stats,
-            Err(e) => {
-                tracing::error!(error = %e, "audit writer task failed");
-                self.shared.metrics.snapshot()
-            }
-        }
+        let failed = match self.task {
+            Running::Task(task) => match task.await {
+                Ok(stats) => return stats,
+                Err(e) => e.to_string(),
+            },
+            Running::Thread(done) => match done.await {
+                Ok(stats) => return stats,
+                Err(_) => "the writer's thread ended without its figures".to_owned(),
+            },
+        };
+        tracing::error!(error = %failed, "audit writer task failed");
+        self.shared.metrics.snapshot()
     }
 
     pub fn metrics(&self) -> &AuditMetrics {
@@ -499,12 +518,99 @@ impl AuditWriter {
         Self::spawn_with_metrics(store, config, AuditMetrics::register(registry)).await
     }
 
+    /// The writer on a thread of its own with a current-thread tokio runtime (docs/audit.md, "The
+    /// writer's thread"): the store is opened there from `store_config` (a sqlx pool belongs to the
+    /// runtime that drives its connections), so its round trips never queue behind request tasks on the
+    /// caller's runtime. Semantics are those of [`AuditWriter::spawn`]; on shutdown the thread also
+    /// closes its store (which writes the pending chain-head checkpoint).
+    pub async fn spawn_dedicated(
+        store_config: StoreConfig,
+        config: WriterConfig,
+        metrics: AuditMetrics,
+    ) -> Result<(AuditSink, WriterHandle), AuditError> {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (done_tx, done_rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("audit-writer".to_owned())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    // The spill's file I/O runs on this runtime's blocking threads.
+                    .thread_name("audit-writer-io")
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(AuditError::Thread(e)));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let store = match AuditStore::open_with(&store_config).await {
+                        Ok(store) => store,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(AuditError::Store(e)));
+                            return;
+                        }
+                    };
+                    let (writer, sink) = match Writer::new(store.clone(), config, metrics).await {
+                        Ok(made) => made,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok((sink, writer.stop.clone())));
+                    let stats = writer.run().await;
+                    store.close().await;
+                    let _ = done_tx.send(stats);
+                });
+            })
+            .map_err(AuditError::Thread)?;
+        let (sink, stop) = ready_rx.await.map_err(|_| {
+            AuditError::Thread(io::Error::other("the audit writer's thread ended at start"))
+        })??;
+        let shared = sink.shared.clone();
+        Ok((
+            sink,
+            WriterHandle {
+                stop,
+                task: Running::Thread(done_rx),
+                shared,
+            },
+        ))
+    }
+
     /// [`AuditWriter::spawn`] with metrics the caller registered (or not).
     pub async fn spawn_with_metrics(
         store: AuditStore,
         config: WriterConfig,
         metrics: AuditMetrics,
     ) -> Result<(AuditSink, WriterHandle), AuditError> {
+        let (writer, sink) = Writer::new(store, config, metrics).await?;
+        let stop = writer.stop.clone();
+        let shared = sink.shared.clone();
+        let task = tokio::spawn(writer.run());
+        Ok((
+            sink,
+            WriterHandle {
+                stop,
+                task: Running::Task(task),
+                shared,
+            },
+        ))
+    }
+}
+
+impl Writer {
+    /// Opens the spill (replaying it first if a previous run left events in it) and builds the writer
+    /// and the queue, with the request path's end of it (the writer holds no sender: it stops once every
+    /// sink is gone).
+    async fn new(
+        store: AuditStore,
+        config: WriterConfig,
+        metrics: AuditMetrics,
+    ) -> Result<(Self, AuditSink), AuditError> {
         let spill = Spill::open(&config.spill_path)
             .await
             .map_err(|source| AuditError::Spill {
@@ -523,7 +629,10 @@ impl AuditWriter {
             queued_bytes: AtomicU64::new(0),
             queue_budget_bytes: config.queue_budget_bytes.max(1),
         });
-        let stop = CancellationToken::new();
+        let sink = AuditSink {
+            tx,
+            shared: shared.clone(),
+        };
         let writer = Writer {
             store,
             rx,
@@ -532,20 +641,13 @@ impl AuditWriter {
             // Replay a leftover spill at once.
             next_probe: Instant::now(),
             cfg: config,
-            shared: shared.clone(),
+            shared,
             spill,
             pending: Vec::new(),
             shutting_down: false,
-            stop: stop.clone(),
+            stop: CancellationToken::new(),
         };
-        let task = tokio::spawn(writer.run());
-        Ok((
-            AuditSink {
-                tx,
-                shared: shared.clone(),
-            },
-            WriterHandle { stop, task, shared },
-        ))
+        Ok((writer, sink))
     }
 }
 
