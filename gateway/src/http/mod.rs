@@ -196,16 +196,16 @@ pub fn ingestion_router(
 /// becomes a counted 500 problem (2.), every problem is rendered and counted (1.), every answer
 /// carries `X-Request-ID`.
 pub fn with_problem_layers(router: Router, metrics: &Metrics) -> Router {
+    // Both layers clone what they hold for every request: an `Arc` is one counter, where `Metrics`
+    // itself is a few dozen (docs/benchmarks.md, "The writer on its own thread").
+    let metrics = Arc::new(metrics.clone());
     let on_panic = {
         let metrics = metrics.clone();
         move |panic: Box<dyn std::any::Any + Send + 'static>| problem::panicked(&metrics, &*panic)
     };
     router
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
-        .layer(middleware::from_fn_with_state(
-            metrics.clone(),
-            problem::render,
-        ))
+        .layer(middleware::from_fn_with_state(metrics, problem::render))
         .layer(middleware::from_fn(request_id::layer))
 }
 

@@ -6,6 +6,7 @@
 //! internal error text reaches a client: `detail` is always written here or by an adapter about the
 //! client's own input.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -278,7 +279,7 @@ pub fn panicked(metrics: &Metrics, panic: &(dyn std::any::Any + Send)) -> Respon
 }
 
 /// Middleware: renders [`Problem`] extensions into `application/problem+json` bodies, and counts them.
-pub async fn render(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
+pub async fn render(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let instance = req.uri().path().to_owned();
     let request_id = req
         .extensions()
