@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Usage: python3 bench/perf-stages.py perf.data target/release/namegate   (docs/benchmarks.md)
+"""Usage: python3 bench/perf-stages.py perf.data target/release/namegate [--by-thread]   (docs/benchmarks.md)
 
 Per-stage CPU of a `perf record --call-graph dwarf` of namegate: each sample goes to the innermost
 frame that names a stage (namegate's own functions), else to the thread's framework (hyper / tokio)."""
@@ -47,7 +47,7 @@ STAGES = [  # (stage, regex on the demangled frame)
 STAGES = [(n, re.compile(p)) for n, p in STAGES]
 out = subprocess.run(["perf", "script", "-i", data, "-F", "comm,ip,dso"], capture_output=True, text=True).stdout
 samples = out.split("\n\n")
-by_stage, by_thread = Counter(), Counter()
+by_stage, by_thread, thread_stage = Counter(), Counter(), Counter()
 total = 0
 for s in samples:
     lines = [l for l in s.strip().splitlines() if l.strip()]
@@ -71,6 +71,11 @@ for s in samples:
         if comm.startswith("sqlx-sqlite"): stage = "store: SQLite (sqlx, statements)"
         else: stage = "other (kernel/libc outside a named frame: idle wakeups, allocator, unwinding gaps)"
     by_stage[stage] += 1
+    thread_stage[(comm, stage)] += 1
 print(f"samples: {total}")
 for t, c in by_thread.most_common(): print(f"thread {t}: {100*c/total:.1f} %")
 for n, c in by_stage.most_common(): print(f"| {n} | {100*c/total:.1f} % |")
+if "--by-thread" in sys.argv[3:]:  # each thread's stages, as % of all samples
+    for t, _ in by_thread.most_common():
+        for (tt, n), c in thread_stage.most_common():
+            if tt == t and 100 * c / total >= 0.3: print(f"| {t} | {n} | {100*c/total:.1f} % |")
