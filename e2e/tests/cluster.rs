@@ -11,8 +11,7 @@
 //! does first — creates that Secret and binds its senders to the chart's sender ClusterRole — and sets
 //! no value.
 //!
-//! Run by `scripts/test` as its last phase, and alone by `scripts/cluster-test` (built only with the
-//! `cluster` feature): it starts the cluster and the PostgreSQL the pods reach
+//! Run by `scripts/cluster-test` (built only with the `cluster` feature): it starts the cluster and the PostgreSQL the pods reach
 //! (`NAMEGATE_CLUSTER_AUDIT_URL`), builds and imports the image and helm, and exports `KUBECONFIG` (the
 //! cluster's) and `HELM`. Without them every test fails, naming what is missing: none passes or
 //! skips on a machine without the cluster.

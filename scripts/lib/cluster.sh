@@ -135,8 +135,9 @@ host_leftovers() {
 }
 
 # ------------------------------------------------------------------------------ the test phase
-# The cluster tests (e2e/tests/cluster.rs): run by scripts/test after its other tests and by
-# scripts/cluster-test alone; this is their one implementation (docs/kube-harness.md, "The tests").
+# The cluster tests (e2e/tests/cluster.rs): run by scripts/cluster-test, and written to run as the last
+# phase of scripts/test too (after its `cargo test --workspace`; docs/kube-harness.md, "The tests" and
+# "Budget"); this is their one implementation.
 # Needs scripts/lib/{common,prereqs,helm}.sh sourced and root. The caller's EXIT trap must call
 # cluster_tests_cleanup, which stops the cluster (and its PostgreSQL) again unless CLUSTER_TEST_KEEP is
 # set — also when the phase failed half-way.
@@ -199,8 +200,15 @@ run_cluster_tests() { # [test binary args…]
     --test cluster -- --include-ignored --test-threads=1 "$@"
 }
 
-cluster_tests_cleanup() {
+cluster_tests_cleanup() { # <exit status of the caller>
   [ "$CLUSTER_TESTS_STARTED" = 1 ] || return 0
+  # cluster-down wipes the state dir: keep the pods' logs of a failed run (target/cluster/logs/pods,
+  # replaced by the next failure) beside the components' logs.
+  if [ "${1:-0}" != 0 ] && [ -d "$CSTATE/pod-logs" ]; then
+    rm -rf "$CLOGS/pods"
+    cp -a "$CSTATE/pod-logs" "$CLOGS/pods" 2>/dev/null || true
+    log "the cluster tests failed: pod logs kept in $CLOGS/pods, component logs in $CLOGS"
+  fi
   if [ -n "${CLUSTER_TEST_KEEP:-}" ]; then
     log "CLUSTER_TEST_KEEP is set: the cluster keeps running (scripts/cluster-down stops it)"
     return 0
