@@ -21,7 +21,7 @@ use sqlx::{Connection, PgConnection, Row as _, SqliteConnection};
 
 use crate::report::{LineKind, Report};
 use crate::resolve::{self, LiveIndex, Observed, Target};
-use crate::walk::{self, Grouper, Held, LiveBuckets, Scanned};
+use crate::walk::{self, GroupWalk, Held, LiveBuckets, Scanned, walk_groups};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -488,6 +488,41 @@ impl Walk<'_> {
     }
 }
 
+/// The walk of one run with the connection and output it works on ([`walk_groups`] drives it).
+struct Walking<'r, 'a> {
+    w: &'r mut Walk<'a>,
+    conn: &'r mut Conn,
+    out: &'r mut dyn Write,
+}
+
+impl GroupWalk for Walking<'_, '_> {
+    type Error = StoreError;
+
+    async fn page(
+        &mut self,
+        after: &(String, String),
+        size: usize,
+    ) -> Result<Vec<Scanned>, StoreError> {
+        page(self.conn, after, size).await
+    }
+
+    async fn group(&mut self, key: &str, group: Vec<Scanned>) -> Result<(), StoreError> {
+        self.w.group(self.conn, self.out, key, group).await
+    }
+
+    fn buckets(&mut self) -> &mut LiveBuckets {
+        &mut self.w.buckets
+    }
+
+    fn held(&mut self) -> &mut Held {
+        &mut self.w.held
+    }
+
+    fn pending_ids(&self) -> usize {
+        self.w.pending_ids()
+    }
+}
+
 /// Runs the migration of namegate's store behind `conn`, writing the report's per-ID lines to `out`
 /// as they are found. Memory: one page, one fingerprint group, one batch and the live RRs
 /// (docs/migration.md, "Scale: bounded memory").
@@ -527,39 +562,15 @@ pub async fn run(
         held: Held::default(),
     };
     w.report.previously_migrated = usize::try_from(previously).unwrap_or(0);
-    let mut grouper = Grouper::default();
-    let mut after = (String::new(), String::new());
-    loop {
-        let rows = page(conn, &after, page_size).await?;
-        let last = rows.len() < page_size;
-        if let Some(s) = rows.last() {
-            after = (s.key.clone(), s.observed.correlation_id.clone());
-        }
-        let mut rows = rows.into_iter();
-        while let Some(s) = rows.next() {
-            w.held
-                .note(rows.len() + 1 + grouper.len() + w.pending_ids());
-            if let Some((k, g)) = grouper.push(s) {
-                for k in w.buckets.take_before(Some(&k)) {
-                    w.group(conn, out, &k, Vec::new()).await?;
-                }
-                w.group(conn, out, &k, g).await?;
-            }
-        }
-        if last {
-            break;
-        }
-    }
-    if let Some((k, g)) = grouper.finish() {
-        for k in w.buckets.take_before(Some(&k)) {
-            w.group(conn, out, &k, Vec::new()).await?;
-        }
-        w.group(conn, out, &k, g).await?;
-    }
-    for k in w.buckets.take_before(None) {
-        w.group(conn, out, &k, Vec::new()).await?;
-    }
-    w.held.note(w.pending_ids());
+    walk_groups(
+        &mut Walking {
+            w: &mut w,
+            conn: &mut *conn,
+            out: &mut *out,
+        },
+        page_size,
+    )
+    .await?;
     w.flush(conn).await?;
     match conn {
         Conn::Sqlite(c) => {

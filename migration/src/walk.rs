@@ -255,6 +255,71 @@ pub fn resolve_group(
     res
 }
 
+/// One store's side of the walk [`walk_groups`] drives: the scratch table's pages, and what to do with
+/// each group. Both stores walk the same way (docs/migration.md, "Scale: bounded memory").
+pub(crate) trait GroupWalk {
+    type Error;
+    /// The next `size` rows of the scratch table after `after` (key, ID), in (key, ID) order.
+    async fn page(
+        &mut self,
+        after: &(String, String),
+        size: usize,
+    ) -> Result<Vec<Scanned>, Self::Error>;
+    /// Resolves, plans and queues one group; an empty group is a live RR's key no scanned ID has.
+    async fn group(&mut self, key: &str, group: Vec<Scanned>) -> Result<(), Self::Error>;
+    fn buckets(&mut self) -> &mut LiveBuckets;
+    fn held(&mut self) -> &mut Held;
+    /// The IDs queued in the batch being filled.
+    fn pending_ids(&self) -> usize;
+}
+
+/// Reads the scratch table page by page and hands `w` one group at a time, in key order, with the
+/// keys of live RRs that no scanned ID has in their place; notes the IDs held at each step (the rest
+/// of the page, the group being read, the queued batch).
+pub(crate) async fn walk_groups<W: GroupWalk>(w: &mut W, page_size: usize) -> Result<(), W::Error> {
+    let mut grouper = Grouper::default();
+    let mut after = (String::new(), String::new());
+    loop {
+        let rows = w.page(&after, page_size).await?;
+        let last = rows.len() < page_size;
+        if let Some(s) = rows.last() {
+            after = (s.key.clone(), s.observed.correlation_id.clone());
+        }
+        let mut rows = rows.into_iter();
+        while let Some(s) = rows.next() {
+            let held = rows.len() + 1 + grouper.len() + w.pending_ids();
+            w.held().note(held);
+            if let Some((key, group)) = grouper.push(s) {
+                walk_group(w, key, group).await?;
+            }
+        }
+        if last {
+            break;
+        }
+    }
+    if let Some((key, group)) = grouper.finish() {
+        walk_group(w, key, group).await?;
+    }
+    for key in w.buckets().take_before(None) {
+        w.group(&key, Vec::new()).await?;
+    }
+    let held = w.pending_ids();
+    w.held().note(held);
+    Ok(())
+}
+
+/// One group, after the live-only keys that sort before it.
+async fn walk_group<W: GroupWalk>(
+    w: &mut W,
+    key: String,
+    group: Vec<Scanned>,
+) -> Result<(), W::Error> {
+    for k in w.buckets().take_before(Some(&key)) {
+        w.group(&k, Vec::new()).await?;
+    }
+    w.group(&key, group).await
+}
+
 /// The high-water mark of correlation IDs held in memory.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Held {

@@ -33,7 +33,7 @@ use super::db::{self, DbError};
 use super::verify::{self, ChainClass};
 use crate::report::{Left, LineKind, Report};
 use crate::resolve::{self, LiveIndex, Observed, Target};
-use crate::walk::{self, Grouper, Held, LiveBuckets, Scanned};
+use crate::walk::{self, GroupWalk, Held, LiveBuckets, Scanned, walk_groups};
 
 /// The table the migration keeps in DataStorage's database: its checkpoint and the legacy → new
 /// index for lookups. DataStorage never reads it.
@@ -446,6 +446,42 @@ impl Walk<'_> {
     }
 }
 
+/// The walk of one run with the connection and output it works on ([`walk_groups`] drives it).
+struct Walking<'r, 'a> {
+    w: &'r mut Walk<'a>,
+    conn: &'r mut PgConnection,
+    out: &'r mut dyn Write,
+    plan_exists: bool,
+}
+
+impl GroupWalk for Walking<'_, '_> {
+    type Error = MigrateError;
+
+    async fn page(
+        &mut self,
+        after: &(String, String),
+        size: usize,
+    ) -> Result<Vec<Scanned>, MigrateError> {
+        Ok(page(self.conn, after, size, self.plan_exists).await?)
+    }
+
+    async fn group(&mut self, key: &str, group: Vec<Scanned>) -> Result<(), MigrateError> {
+        self.w.group(self.conn, self.out, key, group).await
+    }
+
+    fn buckets(&mut self) -> &mut LiveBuckets {
+        &mut self.w.buckets
+    }
+
+    fn held(&mut self) -> &mut Held {
+        &mut self.w.held
+    }
+
+    fn pending_ids(&self) -> usize {
+        self.w.pending_ids()
+    }
+}
+
 /// Runs the migration of the DataStorage database behind `conn`, writing the report's per-ID lines
 /// to `out` as they are found (the summary is the returned [`Report`]).
 ///
@@ -502,39 +538,16 @@ pub async fn run(
         .await?;
         w.report.previously_migrated = usize::try_from(n).unwrap_or(0);
     }
-    let mut grouper = Grouper::default();
-    let mut after = (String::new(), String::new());
-    loop {
-        let rows = page(conn, &after, page_size, plan_exists).await?;
-        let last = rows.len() < page_size;
-        if let Some(s) = rows.last() {
-            after = (s.key.clone(), s.observed.correlation_id.clone());
-        }
-        let mut rows = rows.into_iter();
-        while let Some(s) = rows.next() {
-            w.held
-                .note(rows.len() + 1 + grouper.len() + w.pending_ids());
-            if let Some((k, g)) = grouper.push(s) {
-                for k in w.buckets.take_before(Some(&k)) {
-                    w.group(conn, out, &k, Vec::new()).await?;
-                }
-                w.group(conn, out, &k, g).await?;
-            }
-        }
-        if last {
-            break;
-        }
-    }
-    if let Some((k, g)) = grouper.finish() {
-        for k in w.buckets.take_before(Some(&k)) {
-            w.group(conn, out, &k, Vec::new()).await?;
-        }
-        w.group(conn, out, &k, g).await?;
-    }
-    for k in w.buckets.take_before(None) {
-        w.group(conn, out, &k, Vec::new()).await?;
-    }
-    w.held.note(w.pending_ids());
+    walk_groups(
+        &mut Walking {
+            w: &mut w,
+            conn: &mut *conn,
+            out: &mut *out,
+            plan_exists,
+        },
+        page_size,
+    )
+    .await?;
     w.flush(conn, out).await?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "DROP TABLE IF EXISTS pg_temp.{SCAN_TABLE}"
