@@ -39,6 +39,8 @@ use serde_json::{Value, json};
 
 const RELEASE: &str = "namegate";
 const REPLICAS: usize = 3;
+/// The Service's port (the chart's `service.port`).
+const SERVICE_PORT: u16 = 8080;
 /// The chart's default `audit.existingSecret` / `audit.existingSecretKey`: the Secret an operator
 /// creates before installing, holding the PostgreSQL URL.
 const AUDIT_SECRET: &str = "namegate-audit";
@@ -220,7 +222,10 @@ impl Release {
     }
 
     fn signals_url(&self) -> String {
-        format!("http://{}:8080/api/v1/signals/prometheus", self.cluster_ip)
+        format!(
+            "http://{}:{SERVICE_PORT}/api/v1/signals/prometheus",
+            self.cluster_ip
+        )
     }
 
     fn rrs(&self) -> Api<RemediationRequest> {
@@ -292,6 +297,21 @@ impl Release {
                         "ready pod IPs {want:?}, ready endpoints {endpoints:?}"
                     ))
                 }
+            },
+        )
+        .await;
+        // The EndpointSlice is the API's view; kube-proxy programs the node's rules from it a moment
+        // later, and until then it REJECTs connections to a Service it knows no endpoint of
+        // (`Connection refused`, and no conntrack entry): a first request sent on the API's word alone
+        // could lose that race (docs/kube-harness.md, "Budget"). Serving means the ClusterIP routes.
+        eventually(
+            60,
+            "a TCP connection through the Service's ClusterIP (kube-proxy's rules applied)",
+            || async {
+                tokio::net::TcpStream::connect((self.cluster_ip.as_str(), SERVICE_PORT))
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
             },
         )
         .await
@@ -836,7 +856,7 @@ async fn with_default_values_only_the_chart_roles_let_callers_through_the_servic
     // Audit lookups need the audit-reader role: the sender may only ingest.
     let lookup = || {
         http.get(format!(
-            "http://{}:8080/api/v1/audit/correlations/{rr}",
+            "http://{}:{SERVICE_PORT}/api/v1/audit/correlations/{rr}",
             r.cluster_ip
         ))
     };
