@@ -127,6 +127,9 @@ pub struct Replica {
     pub ready_after: Duration,
 }
 
+/// The bench's replicas take signals as they are: no owner resolution, every namespace in scope.
+const UNRESOLVED: [&str; 4] = ["--resolve-targets", "false", "--scope", "all"];
+
 impl Replica {
     /// Starts `namegate serve` (release build, `--auth none`, SQLite audit in `dir`, `--log-level
     /// warn`) on `namespace` and waits for `/readyz` (at most `ready_timeout`).
@@ -140,7 +143,6 @@ impl Replica {
         flush_interval: Duration,
         ready_timeout: Duration,
     ) -> Result<Replica, String> {
-        let unresolved = ["--resolve-targets", "false", "--scope", "all"];
         Self::start_with(
             namegate,
             namespace,
@@ -148,7 +150,7 @@ impl Replica {
             name,
             flush_interval,
             ready_timeout,
-            &unresolved,
+            &UNRESOLVED,
         )
         .await
     }
@@ -164,14 +166,7 @@ impl Replica {
         ready_timeout: Duration,
         audit_url: &str,
     ) -> Result<Replica, String> {
-        let extra = [
-            "--resolve-targets",
-            "false",
-            "--scope",
-            "all",
-            "--audit-url",
-            audit_url,
-        ];
+        let extra = [UNRESOLVED.as_slice(), &["--audit-url", audit_url]].concat();
         Self::start_with(
             namegate,
             namespace,
