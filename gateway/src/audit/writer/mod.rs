@@ -315,10 +315,26 @@ impl Shared {
     }
 }
 
+/// An event in the queue with its size ([`AuditEvent::approx_bytes`]), computed once when it is queued:
+/// the byte budget is charged and released with this same number, and the writer never walks the
+/// event again to find it (docs/audit.md, "Bounds").
+#[derive(Debug)]
+struct Queued {
+    event: AuditEvent,
+    bytes: u64,
+}
+
+impl Queued {
+    fn new(event: AuditEvent) -> Self {
+        let bytes = event.approx_bytes();
+        Self { event, bytes }
+    }
+}
+
 /// The request path's handle on the audit queue. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AuditSink {
-    tx: mpsc::Sender<AuditEvent>,
+    tx: mpsc::Sender<Queued>,
     shared: Arc<Shared>,
 }
 
@@ -348,9 +364,10 @@ impl AuditSink {
             return Err(self.backpressure());
         }
         // Counted before the writer can see (and subtract) it; taken back if it was not queued.
-        let bytes = event.approx_bytes();
+        let queued = Queued::new(event);
+        let bytes = queued.bytes;
         self.shared.add_queued(bytes);
-        let result = self.tx.try_send(event);
+        let result = self.tx.try_send(queued);
         self.update_depth();
         if result.is_err() {
             self.shared.sub_queued(bytes);
@@ -390,7 +407,7 @@ impl AuditSink {
 /// Reserved queue slots. Each send fills one; slots not used are released when this is dropped.
 #[derive(Debug)]
 pub struct Permits<'a> {
-    permits: PermitIterator<'a, AuditEvent>,
+    permits: PermitIterator<'a, Queued>,
     remaining: usize,
     sink: &'a AuditSink,
 }
@@ -398,14 +415,16 @@ pub struct Permits<'a> {
 impl Permits<'_> {
     /// Queues `event` on one reserved slot; the others stay reserved.
     pub fn send_one(&mut self, event: AuditEvent) {
-        // Counted before it is visible to the writer, which subtracts it when it takes the event.
-        self.sink.shared.add_queued(event.approx_bytes());
+        // Counted before it is visible to the writer, which subtracts the same number when it takes
+        // the event.
+        let queued = Queued::new(event);
+        self.sink.shared.add_queued(queued.bytes);
         match self.permits.next() {
             Some(permit) => {
                 self.remaining -= 1;
-                permit.send(event);
+                permit.send(queued);
             }
-            None => self.overrun(event),
+            None => self.overrun(queued),
         }
         self.sink.update_depth();
     }
@@ -422,26 +441,32 @@ impl Permits<'_> {
 
     /// More events than reserved (a caller bug). Never drop the event: take a free slot if there is one,
     /// else wait for one off the request path.
-    fn overrun(&self, event: AuditEvent) {
+    fn overrun(&self, queued: Queued) {
         tracing::warn!(
-            event_id = %event.event_id,
+            event_id = %queued.event.event_id,
             "audit event sent beyond its reservation; reserve enough slots before acting"
         );
-        match self.sink.tx.try_send(event) {
+        match self.sink.tx.try_send(queued) {
             Ok(()) => {}
-            Err(TrySendError::Full(event)) => {
+            Err(TrySendError::Full(queued)) => {
                 let tx = self.sink.tx.clone();
-                let metrics = self.sink.shared.metrics.clone();
+                let shared = self.sink.shared.clone();
                 tokio::spawn(async move {
-                    if let Err(mpsc::error::SendError(event)) = tx.send(event).await {
-                        report_dropped(&metrics, &event, "the audit writer shut down");
+                    if let Err(mpsc::error::SendError(queued)) = tx.send(queued).await {
+                        shared.sub_queued(queued.bytes);
+                        report_dropped(
+                            &shared.metrics,
+                            &queued.event,
+                            "the audit writer shut down",
+                        );
                     }
                 });
             }
-            Err(TrySendError::Closed(event)) => {
+            Err(TrySendError::Closed(queued)) => {
+                self.sink.shared.sub_queued(queued.bytes);
                 report_dropped(
                     &self.sink.shared.metrics,
-                    &event,
+                    &queued.event,
                     "the audit writer shut down",
                 );
             }
@@ -696,7 +721,7 @@ enum Stored {
 
 struct Writer {
     store: AuditStore,
-    rx: mpsc::Receiver<AuditEvent>,
+    rx: mpsc::Receiver<Queued>,
     cfg: WriterConfig,
     rejected_path: PathBuf,
     shared: Arc<Shared>,
@@ -766,16 +791,17 @@ impl Writer {
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
-        self.taken(&batch);
+        self.pending = self.taken(batch);
         self.set_queue_depth();
-        self.pending = batch;
         true
     }
 
-    /// Events left the queue: their bytes no longer count against its budget.
-    fn taken(&self, batch: &[AuditEvent]) {
-        self.shared
-            .sub_queued(batch.iter().map(AuditEvent::approx_bytes).sum());
+    /// Events left the queue: the bytes they were charged when queued no longer count against its
+    /// budget.
+    fn taken(&self, batch: Vec<Queued>) -> Vec<AuditEvent> {
+        let (events, bytes) = unqueue(batch);
+        self.shared.sub_queued(bytes);
+        events
     }
 
     fn set_queue_depth(&self) {
@@ -1058,8 +1084,7 @@ impl Writer {
                 {
                     break;
                 }
-                self.taken(&batch);
-                self.pending = batch;
+                self.pending = self.taken(batch);
             }
             if !self.deliver_pending().await {
                 for ev in std::mem::take(&mut self.pending) {
@@ -1073,6 +1098,12 @@ impl Writer {
         }
         self.set_queue_depth();
     }
+}
+
+/// The events of `batch`, in order, and the bytes they were charged when queued.
+fn unqueue(batch: Vec<Queued>) -> (Vec<AuditEvent>, u64) {
+    let bytes = batch.iter().map(|q| q.bytes).sum();
+    (batch.into_iter().map(|q| q.event).collect(), bytes)
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -1133,6 +1164,67 @@ mod tests {
             cfg.rejected_path(),
             Path::new("/var/lib/namegate/audit-spill.jsonl.rejected.jsonl")
         );
+    }
+
+    fn sized_event(kib: usize) -> AuditEvent {
+        use crate::audit::event::{EventOutcome, EventType};
+        let mut ev = AuditEvent::new(EventType::SignalDeduplicated, EventOutcome::Success, "rr-1");
+        ev.event_data = serde_json::json!({ "blob": "x".repeat(kib * 1024) });
+        ev
+    }
+
+    fn test_sink(capacity: usize) -> (AuditSink, mpsc::Receiver<Queued>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let shared = Arc::new(Shared {
+            metrics: AuditMetrics::default(),
+            retry_after_secs: AtomicU64::new(1),
+            queued_bytes: AtomicU64::new(0),
+            queue_budget_bytes: u64::MAX,
+        });
+        (AuditSink { tx, shared }, rx)
+    }
+
+    #[tokio::test]
+    async fn the_queue_releases_exactly_the_bytes_it_charged() {
+        let (sink, mut rx) = test_sink(16);
+        let events: Vec<AuditEvent> = [0, 1, 3, 7].into_iter().map(sized_event).collect();
+        let charged: u64 = events.iter().map(AuditEvent::approx_bytes).sum();
+        let mut permits = sink.try_reserve(3).unwrap_or_else(|e| panic!("{e}"));
+        permits.send_one(events[0].clone());
+        permits.send_one(events[1].clone());
+        permits.send(events[2].clone());
+        sink.try_send(events[3].clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(sink.shared.queued_bytes.load(Ordering::Relaxed), charged);
+
+        let mut batch = Vec::new();
+        assert_eq!(rx.recv_many(&mut batch, 16).await, 4);
+        // Each event carries the size it was charged; the writer releases that, not a new estimate.
+        for (q, ev) in batch.iter().zip(&events) {
+            assert_eq!(q.bytes, ev.approx_bytes());
+        }
+        let (taken, bytes) = unqueue(batch);
+        assert_eq!(taken, events);
+        assert_eq!(bytes, charged);
+        sink.shared.sub_queued(bytes);
+        assert_eq!(sink.shared.queued_bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(sink.metrics().queue_bytes.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_event_the_closed_queue_refuses_releases_its_bytes() {
+        let (sink, rx) = test_sink(4);
+        let mut permits = sink.try_reserve(1).unwrap_or_else(|e| panic!("{e}"));
+        drop(rx);
+        // Beyond the reservation, with the writer gone: reported dropped, its bytes not left charged.
+        permits.send_one(sized_event(1));
+        let after_first = sink.shared.queued_bytes.load(Ordering::Relaxed);
+        permits.send_one(sized_event(2));
+        assert_eq!(
+            sink.shared.queued_bytes.load(Ordering::Relaxed),
+            after_first
+        );
+        assert_eq!(sink.metrics().dropped.get(), 1);
     }
 
     #[test]
