@@ -190,7 +190,8 @@ impl Decided<'_> {
             // The decision's event reports the count this answer makes, as far as this replica knows.
             let count = decision.admitted().count;
             if let Some(ev) = self.events.last_mut() {
-                ev.event_data["occurrence_count"] = json!(count);
+                ev.event_data
+                    .set_int(payload::OCCURRENCE_COUNT, i64::from(count));
             }
             if let Decision::Duplicate(a) = decision {
                 self.body.metadata = Some(DuplicateMetadata {
@@ -380,11 +381,15 @@ impl Pipeline {
             Some(&signal.name),
         );
         ev.error_code = Some("unmanaged_resource".into());
-        ev.event_data["reason"] = json!("unmanaged_resource");
-        ev.event_data["fingerprint"] = json!(signal.fingerprint.to_hex());
-        ev.event_data["namespace"] = json!(target.namespace);
-        ev.event_data["resource_kind"] = json!(target.kind);
-        ev.event_data["resource_name"] = json!(target.name);
+        for (key, value) in [
+            ("reason", json!("unmanaged_resource")),
+            ("fingerprint", json!(signal.fingerprint.to_hex())),
+            ("namespace", json!(target.namespace)),
+            ("resource_kind", json!(target.kind)),
+            ("resource_name", json!(target.name)),
+        ] {
+            ev.event_data.insert(key, value);
+        }
         let message = if target.namespace.is_empty() {
             format!(
                 "Resource {}/{} is not managed by Kubernaut. Add label '{MANAGED_LABEL}=true' to the resource to enable remediation.",

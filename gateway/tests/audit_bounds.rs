@@ -37,7 +37,8 @@ fn config(db: &TestDb) -> WriterConfig {
 /// An event whose `event_data` carries `kib` KiB of text.
 fn big(cid: &str, n: u64, kib: usize) -> AuditEvent {
     let mut ev = event(cid, n, Some("uid-1"));
-    ev.event_data["blob"] = serde_json::json!("x".repeat(kib * 1024));
+    ev.event_data
+        .insert("blob", serde_json::json!("x".repeat(kib * 1024)));
     ev
 }
 

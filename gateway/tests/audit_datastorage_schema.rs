@@ -239,9 +239,12 @@ fn gateway_payloads_match_gateway_audit_payload_exactly() {
                 | EventType::CrdFailed
         )
     }) {
-        let errs = errors(&gateway, &ev.event_data);
+        let errs = errors(&gateway, &ev.event_data.to_value());
         assert!(errs.is_empty(), "{:?}: {}", ev.event_type, errs.join("\n"));
-        assert_eq!(ev.event_data["event_type"], ev.event_type.as_str());
+        assert_eq!(
+            ev.event_data.to_value()["event_type"],
+            ev.event_type.as_str()
+        );
     }
 }
 
@@ -266,7 +269,7 @@ fn namegate_only_events_are_gateway_audit_payloads_but_for_their_type() {
         .iter()
         .filter(|e| extra.contains(&e.event_type))
     {
-        let errs = errors(&widened, &ev.event_data);
+        let errs = errors(&widened, &ev.event_data.to_value());
         assert!(errs.is_empty(), "{:?}: {}", ev.event_type, errs.join("\n"));
         // And the published schema really does refuse them: the reason they stay local.
         assert!(
@@ -300,9 +303,12 @@ fn kubernaut_envelope_conventions() {
         (Some("Signal"), Some(fp.as_str()))
     );
     assert_eq!(received.correlation_id, "rr-b157a3a9e42f-1");
-    assert_eq!(received.event_data["deduplication_status"], "new");
     assert_eq!(
-        received.event_data["remediation_request"],
+        received.event_data.to_value()["deduplication_status"],
+        "new"
+    );
+    assert_eq!(
+        received.event_data.to_value()["remediation_request"],
         "kubernaut-system/rr-b157a3a9e42f-1"
     );
 
@@ -315,11 +321,11 @@ fn kubernaut_envelope_conventions() {
         created.resource_id.as_deref(),
         Some("kubernaut-system/rr-b157a3a9e42f-1")
     );
-    assert_eq!(created.event_data["occurrence_count"], 1);
+    assert_eq!(created.event_data.to_value()["occurrence_count"], 1);
 
     // A duplicate's one event carries what rebuilds the RR spec.
     let dup = payload::signal_deduplicated(&am, &sa, &rr(), 7);
-    let d = &dup.event_data;
+    let d = &dup.event_data.to_value();
     assert_eq!(d["deduplication_status"], "duplicate");
     assert_eq!(d["occurrence_count"], 7);
     assert_eq!(d["original_payload"]["startsAt"], "2026-11-29T18:00:00Z");
@@ -349,10 +355,16 @@ fn kubernaut_envelope_conventions() {
         Some(failed.correlation_id.as_str())
     );
     assert_eq!(
-        failed.event_data["error_details"]["code"],
+        failed.event_data.to_value()["error_details"]["code"],
         "ERR_APISERVER_UNAVAILABLE"
     );
-    assert!(failed.event_data.get("remediation_request").is_none());
+    assert!(
+        failed
+            .event_data
+            .to_value()
+            .get("remediation_request")
+            .is_none()
+    );
 
     let anon = Actor::sender(None, Source::KubernetesEvents);
     assert_eq!(

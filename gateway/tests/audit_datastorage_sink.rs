@@ -396,7 +396,7 @@ fn assert_exactly_once_in_order(fake: &Fake, sent: &[AuditEvent]) {
     assert_eq!(unique.len(), stored.len(), "an event was stored twice");
     let want: HashSet<u64> = sent
         .iter()
-        .filter_map(|e| e.event_data["n"].as_u64())
+        .filter_map(|e| e.event_data.to_value()["n"].as_u64())
         .collect();
     assert_eq!(unique, want, "stored vs sent");
     for cid in 0..5u64 {
@@ -427,7 +427,7 @@ async fn batches_carry_the_rotating_token_and_local_only_events_stay_out() {
         EventOutcome::Failure,
         "request:x",
     );
-    own.event_data = json!({ "event_type": "gateway.signal.rejected", "n": 10_000 });
+    own.event_data = json!({ "event_type": "gateway.signal.rejected", "n": 10_000 }).into();
     r.sink.try_reserve(1).unwrap().send(own);
     let stats = r.writer.shutdown().await;
     assert_exactly_once_in_order(&r.server.fake, &sent);
@@ -447,7 +447,7 @@ async fn a_refused_event_goes_to_the_rejected_file_once_and_the_rest_is_stored()
     let mut sent = Vec::new();
     send(&r.sink, &mut sent, 0, 20);
     let mut bad = event("rr-bad", 20, None);
-    bad.event_data["bad"] = json!(true);
+    bad.event_data.insert("bad", json!(true));
     r.sink.try_reserve(1).unwrap().send(bad.clone());
     send(&r.sink, &mut sent, 21, 50);
     let stats = r.writer.shutdown().await;

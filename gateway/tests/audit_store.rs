@@ -114,7 +114,8 @@ async fn append_and_trail_round_trip_in_order(db: TestDb) {
         "n": 0, "rr_uid": "uid-1", "f": 0.1, "g": 1e300, "h": -0.0, "big": u64::MAX, "neg": i64::MIN,
         "s": "é ✓ \"q\" \\ \n \u{1}", "nul": "a\u{0}b", "nested": {"b": [1, {"z": null, "a": true}], "a": []},
         "original_payload": "{\"labels\":{\"alertname\":\"X\"}}"
-    });
+    })
+    .into();
     first.error_code = Some("e".into());
     first.error_message = Some("line1\nline2 \u{7f} ünï".into());
     first.duration_ms = Some(-5);

@@ -62,7 +62,7 @@ fn ev(cid: &str, fp: Option<&Fingerprint>, at: &str, data: serde_json::Value) ->
     e.event_timestamp = at.parse().unwrap();
     e.fingerprint = fp.map(Fingerprint::to_hex);
     e.namespace = Some("prod".into());
-    e.event_data = data;
+    e.event_data = data.into();
     e
 }
 

@@ -247,7 +247,7 @@ pub fn canonical_json(v: &Value) -> String {
     out
 }
 
-fn write_value(out: &mut String, v: &Value) {
+pub(crate) fn write_value(out: &mut String, v: &Value) {
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -282,8 +282,18 @@ fn write_value(out: &mut String, v: &Value) {
     }
 }
 
-fn write_string(out: &mut String, s: &str) {
-    // serde_json's string escaping is deterministic (minimal escapes, \uXXXX for other controls).
+/// `s` as a JSON string, escaped as serde_json escapes it.
+pub(crate) fn write_string(out: &mut String, s: &str) {
+    // serde_json's string escaping is deterministic (minimal escapes, \uXXXX for other controls): it
+    // escapes exactly `"`, `\` and the controls U+0000–U+001F. A string with none of them (nearly all)
+    // is copied between quotes as is, without serde_json's intermediate allocation.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.reserve(s.len() + 2);
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     match serde_json::to_string(s) {
         Ok(quoted) => out.push_str(&quoted),
         // Serialising a &str cannot fail; keep the output deterministic even if it ever did.
@@ -352,6 +362,30 @@ mod tests {
         let mut other = sample();
         other.event_outcome = "failure".into();
         assert_ne!(c, canonical(&other));
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let mut samples: Vec<String> = (0u32..0x3000)
+            .filter_map(char::from_u32)
+            .map(|c| format!("a{c}b"))
+            .collect();
+        samples.extend(
+            [
+                "",
+                "plain",
+                "ünï ✓ 日本語 🔥",
+                "q\"b\\s/",
+                "\u{7f}\u{80}\u{2028}",
+                "\u{10ffff}",
+            ]
+            .map(str::to_owned),
+        );
+        for s in samples {
+            let mut out = String::from("x");
+            write_string(&mut out, &s);
+            assert_eq!(out[1..], serde_json::to_string(&s).unwrap(), "{s:?}");
+        }
     }
 
     #[test]

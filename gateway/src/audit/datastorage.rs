@@ -50,6 +50,7 @@ pub fn to_request(ev: &AuditEvent) -> Value {
     if let Some(ms) = ev.duration_ms {
         m.insert("duration_ms".into(), json!(ms));
     }
-    m.insert("event_data".into(), ev.event_data.clone());
+    // The wire form is a tree: parsed from the event's canonical text here, on the writer's side.
+    m.insert("event_data".into(), ev.event_data.to_value());
     Value::Object(m)
 }

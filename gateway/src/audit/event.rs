@@ -5,6 +5,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::event_data::EventData;
+
 pub const CATEGORY: &str = "gateway";
 
 /// Every event type the gateway emits. The set is closed: it is also a metric label.
@@ -114,8 +116,9 @@ pub struct AuditEvent {
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     /// signal_name, fingerprint, attempt, rr_uid, severity, resource kind/name, occurrence_count,
-    /// error details, and the original payload for received events.
-    pub event_data: serde_json::Value,
+    /// error details, and the original payload for received events; held as the canonical JSON text
+    /// the store writes and the chain hashes, built once where the event is built ([`EventData`]).
+    pub event_data: EventData,
 }
 
 impl AuditEvent {
@@ -144,7 +147,7 @@ impl AuditEvent {
             duration_ms: None,
             error_code: None,
             error_message: None,
-            event_data: serde_json::Value::Object(Default::default()),
+            event_data: EventData::empty(),
         }
     }
 
@@ -152,8 +155,8 @@ impl AuditEvent {
         CATEGORY
     }
 
-    /// Approximate memory the event holds (its strings and the JSON tree of `event_data`, with per-node
-    /// overhead): what the writer's byte budget counts. Cheap: one walk, no allocation.
+    /// Approximate memory the event holds (the struct, its strings and the text of `event_data`): what
+    /// the writer's byte budget counts. Computed once, when the event is queued.
     pub fn approx_bytes(&self) -> u64 {
         let opt = |v: &Option<String>| v.as_ref().map_or(0, String::len);
         let strings = self.correlation_id.len()
@@ -169,22 +172,6 @@ impl AuditEvent {
             + opt(&self.severity)
             + opt(&self.error_code)
             + opt(&self.error_message);
-        (std::mem::size_of::<Self>() + strings + json_bytes(&self.event_data)) as u64
-    }
-}
-
-fn json_bytes(v: &serde_json::Value) -> usize {
-    use serde_json::Value;
-    const NODE: usize = 32;
-    match v {
-        Value::Null | Value::Bool(_) | Value::Number(_) => NODE,
-        Value::String(s) => NODE + s.len(),
-        Value::Array(items) => NODE + items.iter().map(json_bytes).sum::<usize>(),
-        Value::Object(m) => {
-            NODE + m
-                .iter()
-                .map(|(k, v)| NODE + k.len() + json_bytes(v))
-                .sum::<usize>()
-        }
+        (std::mem::size_of::<Self>() + strings + self.event_data.len()) as u64
     }
 }

@@ -2,6 +2,7 @@
 //! correlation ID. See `docs/audit.md`.
 //!
 //! - [`event`]: the envelope the admission code emits.
+//! - [`event_data`]: its `event_data`, held as canonical JSON text built on the request path.
 //! - [`payload`]: kubernaut's event set and shapes (`GatewayAuditPayload`), one builder per event.
 //! - [`datastorage`]: kubernaut DataStorage's wire form of an event.
 //! - [`writer`]: the off-critical-path writer (bounded queue, batches, spill, replay) and the
@@ -17,10 +18,12 @@ pub mod checkpoint;
 pub mod cli;
 pub mod datastorage;
 pub mod event;
+pub mod event_data;
 pub mod lookup;
 pub mod payload;
 pub mod store;
 pub mod writer;
 
 pub use event::{AuditEvent, EventOutcome, EventType};
+pub use event_data::EventData;
 pub use writer::{AuditError, AuditSink, Permits};

@@ -21,11 +21,10 @@
 //! schema's: the schema allows extra keys, namegate's own store keeps them (lookups group by
 //! `rr_uid`), and DataStorage drops them on decode.
 
-use std::collections::BTreeMap;
-
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use super::event::{AuditEvent, EventOutcome, EventType};
+use super::event_data::ObjectBuilder;
 use crate::signal::{InvalidSignal, Signal, Source};
 
 /// `event_data.signal_type`: kubernaut normalises every adapter to `alert`; the adapter is in the actor.
@@ -34,6 +33,9 @@ pub const SIGNAL_TYPE: &str = "alert";
 pub const ERROR_COMPONENT: &str = "gateway";
 /// DataStorage's column limit for `correlation_id` and `resource_id`.
 pub const MAX_ID_LEN: usize = 255;
+/// The `event_data` key of the occurrence count the decision's event reports; the pipeline rewrites it
+/// when the answer is committed ([`crate::audit::event_data::EventData::set_int`]).
+pub const OCCURRENCE_COUNT: &str = "occurrence_count";
 
 /// Who caused an event (`actor_type`, `actor_id`), kubernaut's convention:
 /// `authenticated-service/<username>` when the caller was authenticated, else `external/<adapter>`;
@@ -131,46 +133,49 @@ fn signal_correlation_without_rr(s: &Signal) -> String {
     readable_correlation_id(&s.name, &s.target.namespace, &s.target.kind, &s.target.name)
 }
 
-/// The five fields `GatewayAuditPayload` requires, plus the signal's severity and target.
-fn base_payload(t: EventType, s: &Signal) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("event_type".into(), json!(t.as_str()));
-    m.insert("signal_type".into(), json!(SIGNAL_TYPE));
-    m.insert("signal_name".into(), json!(s.name));
-    m.insert("namespace".into(), json!(s.target.namespace));
-    m.insert("fingerprint".into(), json!(s.fingerprint.to_hex()));
-    m.insert("signal_source".into(), json!(s.source.as_str()));
+/// The five fields `GatewayAuditPayload` requires, plus the signal's source. `event_data` is written
+/// as canonical JSON text as it is built (docs/audit.md, "The event's representation"); `extra` is a
+/// hint for the bytes the caller adds (the original payload, labels, annotations).
+fn base_payload(t: EventType, s: &Signal, fingerprint: &str, extra: usize) -> ObjectBuilder {
+    let mut m = ObjectBuilder::with_capacity(256 + extra);
+    m.str("event_type", t.as_str())
+        .str("signal_type", SIGNAL_TYPE)
+        .str("signal_name", &s.name)
+        .str("namespace", &s.target.namespace)
+        .str("fingerprint", fingerprint)
+        .str("signal_source", s.source.as_str());
     m
 }
 
-fn target_fields(m: &mut Map<String, Value>, s: &Signal) {
-    m.insert("severity".into(), json!(s.severity));
-    m.insert("resource_kind".into(), json!(s.target.kind));
-    m.insert("resource_name".into(), json!(s.target.name));
+fn target_fields(m: &mut ObjectBuilder, s: &Signal) {
+    m.str("severity", &s.severity)
+        .str("resource_kind", &s.target.kind)
+        .str("resource_name", &s.target.name);
+}
+
+/// Bytes [`reconstruction_fields`] adds, about.
+fn reconstruction_bytes(s: &Signal) -> usize {
+    let map = |m: &std::collections::BTreeMap<String, String>| {
+        m.iter().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>()
+    };
+    s.original_payload.len() + map(&s.labels) + map(&s.annotations)
 }
 
 /// What DataStorage needs to rebuild the RR spec: the signal's own JSON (when it is an object, as
 /// kubernaut sends it), labels and annotations (`{}` when empty).
-fn reconstruction_fields(m: &mut Map<String, Value>, s: &Signal) {
-    if let Ok(Value::Object(original)) = serde_json::from_str::<Value>(&s.original_payload) {
-        m.insert("original_payload".into(), Value::Object(original));
+fn reconstruction_fields(m: &mut ObjectBuilder, s: &Signal) {
+    // Parsed to write its keys sorted; the tree lives and dies on this thread.
+    if let Ok(original @ Value::Object(_)) = serde_json::from_str::<Value>(&s.original_payload) {
+        m.value("original_payload", &original);
     }
-    m.insert("signal_labels".into(), string_map(&s.labels));
-    m.insert("signal_annotations".into(), string_map(&s.annotations));
+    m.string_map("signal_labels", &s.labels)
+        .string_map("signal_annotations", &s.annotations);
 }
 
-fn string_map(m: &BTreeMap<String, String>) -> Value {
-    Value::Object(
-        m.iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect(),
-    )
-}
-
-fn rr_fields(m: &mut Map<String, Value>, rr: &RrRef<'_>) {
-    m.insert("remediation_request".into(), json!(rr.qualified()));
-    m.insert("rr_uid".into(), json!(rr.uid));
-    m.insert("attempt".into(), json!(rr.attempt));
+fn rr_fields(m: &mut ObjectBuilder, rr: &RrRef<'_>) {
+    m.str("remediation_request", &rr.qualified())
+        .opt_str("rr_uid", rr.uid.as_deref())
+        .int("attempt", i64::from(rr.attempt));
 }
 
 fn envelope(
@@ -211,13 +216,18 @@ pub fn signal_received(s: &Signal, sender: &Actor, rr: &RrRef<'_>) -> AuditEvent
         Some(s),
     );
     signal_resource(&mut ev, s);
-    let mut m = base_payload(t, s);
+    let mut m = base_payload(t, s, fingerprint_of(&ev), reconstruction_bytes(s));
     reconstruction_fields(&mut m, s);
     target_fields(&mut m, s);
     rr_fields(&mut m, rr);
-    m.insert("deduplication_status".into(), json!("new"));
-    ev.event_data = Value::Object(m);
+    m.str("deduplication_status", "new");
+    ev.event_data = m.finish();
     ev
+}
+
+/// The envelope's fingerprint (set from the signal by [`envelope`]): the payload repeats it.
+fn fingerprint_of(ev: &AuditEvent) -> &str {
+    ev.fingerprint.as_deref().unwrap_or_default()
 }
 
 /// `gateway.signal.deduplicated`: the one event of a duplicate. It carries the signal's full content
@@ -238,13 +248,13 @@ pub fn signal_deduplicated(
         Some(s),
     );
     signal_resource(&mut ev, s);
-    let mut m = base_payload(t, s);
+    let mut m = base_payload(t, s, fingerprint_of(&ev), reconstruction_bytes(s));
     reconstruction_fields(&mut m, s);
     target_fields(&mut m, s);
     rr_fields(&mut m, rr);
-    m.insert("deduplication_status".into(), json!("duplicate"));
-    m.insert("occurrence_count".into(), json!(occurrence_count));
-    ev.event_data = Value::Object(m);
+    m.str("deduplication_status", "duplicate")
+        .int_slot(OCCURRENCE_COUNT, i64::from(occurrence_count));
+    ev.event_data = m.finish();
     ev
 }
 
@@ -260,11 +270,11 @@ pub fn crd_created(s: &Signal, rr: &RrRef<'_>, occurrence_count: i32) -> AuditEv
     );
     ev.resource_type = Some("RemediationRequest".into());
     ev.resource_id = Some(truncate(rr.qualified(), MAX_ID_LEN));
-    let mut m = base_payload(t, s);
+    let mut m = base_payload(t, s, fingerprint_of(&ev), 0);
     target_fields(&mut m, s);
     rr_fields(&mut m, rr);
-    m.insert("occurrence_count".into(), json!(occurrence_count));
-    ev.event_data = Value::Object(m);
+    m.int_slot(OCCURRENCE_COUNT, i64::from(occurrence_count));
+    ev.event_data = m.finish();
     ev
 }
 
@@ -284,20 +294,20 @@ pub fn crd_failed(s: &Signal, failure: &Failure<'_>) -> AuditEvent {
     ev.resource_id = Some(correlation);
     ev.error_code = Some(failure.code.to_owned());
     ev.error_message = Some(failure.message.clone());
-    let mut m = base_payload(t, s);
+    let mut m = base_payload(t, s, fingerprint_of(&ev), 0);
     target_fields(&mut m, s);
-    m.insert("error_details".into(), error_details(failure));
-    ev.event_data = Value::Object(m);
+    m.object("error_details", error_details(failure));
+    ev.event_data = m.finish();
     ev
 }
 
-fn error_details(f: &Failure<'_>) -> Value {
-    json!({
-        "message": f.message,
-        "code": format!("ERR_{}", f.code.to_ascii_uppercase()),
-        "component": ERROR_COMPONENT,
-        "retry_possible": f.retry_possible,
-    })
+fn error_details(f: &Failure<'_>) -> ObjectBuilder {
+    let mut m = ObjectBuilder::with_capacity(64 + f.message.len());
+    m.str("message", &f.message)
+        .str("code", &format!("ERR_{}", f.code.to_ascii_uppercase()))
+        .str("component", ERROR_COMPONENT)
+        .bool("retry_possible", f.retry_possible);
+    m
 }
 
 /// `gateway.signal.rejected` (namegate's): the element was invalid. Nothing about it can be trusted, so
@@ -320,20 +330,23 @@ pub fn signal_rejected(
     ev.resource_id = Some(format!("request:{request_id}"));
     ev.error_code = Some("invalid_signal".into());
     ev.error_message = Some(invalid.to_string());
-    ev.event_data = json!({
-        "event_type": t.as_str(),
-        "signal_type": SIGNAL_TYPE,
-        "signal_name": signal_name.unwrap_or(""),
-        "namespace": "",
-        "fingerprint": "",
-        "reason": "invalid",
-        "field": invalid.field,
-        "error_details": error_details(&Failure {
-            code: "invalid_signal",
-            message: invalid.to_string(),
-            retry_possible: false,
-        }),
-    });
+    let mut m = ObjectBuilder::with_capacity(256);
+    m.str("event_type", t.as_str())
+        .str("signal_type", SIGNAL_TYPE)
+        .str("signal_name", signal_name.unwrap_or(""))
+        .str("namespace", "")
+        .str("fingerprint", "")
+        .str("reason", "invalid")
+        .str("field", &invalid.field)
+        .object(
+            "error_details",
+            error_details(&Failure {
+                code: "invalid_signal",
+                message: invalid.to_string(),
+                retry_possible: false,
+            }),
+        );
+    ev.event_data = m.finish();
     ev
 }
 
@@ -371,24 +384,21 @@ pub fn signal_ignored(
         ev.resource_type = Some("Signal".into());
         ev.resource_id = Some(fp.clone());
     }
-    let mut m = Map::new();
-    m.insert("event_type".into(), json!(t.as_str()));
-    m.insert("signal_type".into(), json!(SIGNAL_TYPE));
-    m.insert("signal_name".into(), json!(r.signal_name));
-    m.insert("namespace".into(), json!(r.namespace.unwrap_or("")));
-    m.insert(
-        "fingerprint".into(),
-        json!(r.fingerprint.as_deref().unwrap_or("")),
-    );
-    m.insert("signal_source".into(), json!(source.as_str()));
+    let mut m = ObjectBuilder::with_capacity(256);
+    m.str("event_type", t.as_str())
+        .str("signal_type", SIGNAL_TYPE)
+        .str("signal_name", r.signal_name)
+        .str("namespace", r.namespace.unwrap_or(""))
+        .str("fingerprint", r.fingerprint.as_deref().unwrap_or(""))
+        .str("signal_source", source.as_str());
     if let Some(kind) = r.kind {
-        m.insert("resource_kind".into(), json!(kind));
+        m.str("resource_kind", kind);
     }
     if let Some(name) = r.name {
-        m.insert("resource_name".into(), json!(name));
+        m.str("resource_name", name);
     }
-    m.insert("reason".into(), json!("resolved"));
-    ev.event_data = Value::Object(m);
+    m.str("reason", "resolved");
+    ev.event_data = m.finish();
     ev
 }
 
@@ -413,22 +423,21 @@ pub fn config_reload(
     ev.event_timestamp = now;
     ev.resource_type = Some("Config".into());
     ev.resource_id = Some(truncate(component.to_owned(), MAX_ID_LEN));
-    let mut m = Map::new();
-    m.insert("event_type".into(), json!(t.as_str()));
-    m.insert("component".into(), json!(component));
+    let mut m = ObjectBuilder::with_capacity(128);
+    m.str("event_type", t.as_str()).str("component", component);
     match rejection {
         None => {
             if let Some(v) = config_version {
-                m.insert("config_version".into(), json!(v));
+                m.str("config_version", v);
             }
         }
         Some(reason) => {
             ev.error_code = Some("config_rejected".into());
             ev.error_message = Some(reason.to_owned());
-            m.insert("rejection_reason".into(), json!(reason));
+            m.str("rejection_reason", reason);
         }
     }
-    ev.event_data = Value::Object(m);
+    ev.event_data = m.finish();
     ev
 }
 
@@ -458,6 +467,320 @@ mod tests {
         assert_eq!(
             Actor::sender(Some(""), Source::Prometheus).actor_type,
             "external"
+        );
+    }
+
+    /// The builders as they were before `event_data` became text: the same members as a
+    /// `serde_json::Value` tree, canonicalised later by the store (`chain::canonical_json`). The oracle
+    /// for the bytes the builders write now.
+    mod tree {
+        use std::collections::BTreeMap;
+
+        use serde_json::{Map, Value, json};
+
+        use super::super::{ERROR_COMPONENT, Failure, RrRef, SIGNAL_TYPE};
+        use crate::audit::event::EventType;
+        use crate::signal::{InvalidSignal, Signal, Source};
+
+        fn base_payload(t: EventType, s: &Signal) -> Map<String, Value> {
+            let mut m = Map::new();
+            m.insert("event_type".into(), json!(t.as_str()));
+            m.insert("signal_type".into(), json!(SIGNAL_TYPE));
+            m.insert("signal_name".into(), json!(s.name));
+            m.insert("namespace".into(), json!(s.target.namespace));
+            m.insert("fingerprint".into(), json!(s.fingerprint.to_hex()));
+            m.insert("signal_source".into(), json!(s.source.as_str()));
+            m
+        }
+
+        fn target_fields(m: &mut Map<String, Value>, s: &Signal) {
+            m.insert("severity".into(), json!(s.severity));
+            m.insert("resource_kind".into(), json!(s.target.kind));
+            m.insert("resource_name".into(), json!(s.target.name));
+        }
+
+        fn reconstruction_fields(m: &mut Map<String, Value>, s: &Signal) {
+            if let Ok(Value::Object(original)) = serde_json::from_str::<Value>(&s.original_payload)
+            {
+                m.insert("original_payload".into(), Value::Object(original));
+            }
+            m.insert("signal_labels".into(), string_map(&s.labels));
+            m.insert("signal_annotations".into(), string_map(&s.annotations));
+        }
+
+        fn string_map(m: &BTreeMap<String, String>) -> Value {
+            Value::Object(
+                m.iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect(),
+            )
+        }
+
+        fn rr_fields(m: &mut Map<String, Value>, rr: &RrRef<'_>) {
+            m.insert("remediation_request".into(), json!(rr.qualified()));
+            m.insert("rr_uid".into(), json!(rr.uid));
+            m.insert("attempt".into(), json!(rr.attempt));
+        }
+
+        pub fn signal_received(s: &Signal, rr: &RrRef<'_>) -> Value {
+            let mut m = base_payload(EventType::SignalReceived, s);
+            reconstruction_fields(&mut m, s);
+            target_fields(&mut m, s);
+            rr_fields(&mut m, rr);
+            m.insert("deduplication_status".into(), json!("new"));
+            Value::Object(m)
+        }
+
+        pub fn signal_deduplicated(s: &Signal, rr: &RrRef<'_>, count: i32) -> Value {
+            let mut m = base_payload(EventType::SignalDeduplicated, s);
+            reconstruction_fields(&mut m, s);
+            target_fields(&mut m, s);
+            rr_fields(&mut m, rr);
+            m.insert("deduplication_status".into(), json!("duplicate"));
+            m.insert("occurrence_count".into(), json!(count));
+            Value::Object(m)
+        }
+
+        pub fn crd_created(s: &Signal, rr: &RrRef<'_>, count: i32) -> Value {
+            let mut m = base_payload(EventType::CrdCreated, s);
+            target_fields(&mut m, s);
+            rr_fields(&mut m, rr);
+            m.insert("occurrence_count".into(), json!(count));
+            Value::Object(m)
+        }
+
+        pub fn crd_failed(s: &Signal, f: &Failure<'_>) -> Value {
+            let mut m = base_payload(EventType::CrdFailed, s);
+            target_fields(&mut m, s);
+            m.insert("error_details".into(), error_details(f));
+            Value::Object(m)
+        }
+
+        fn error_details(f: &Failure<'_>) -> Value {
+            json!({
+                "message": f.message,
+                "code": format!("ERR_{}", f.code.to_ascii_uppercase()),
+                "component": ERROR_COMPONENT,
+                "retry_possible": f.retry_possible,
+            })
+        }
+
+        pub fn signal_rejected(invalid: &InvalidSignal, signal_name: Option<&str>) -> Value {
+            json!({
+                "event_type": EventType::SignalRejected.as_str(),
+                "signal_type": SIGNAL_TYPE,
+                "signal_name": signal_name.unwrap_or(""),
+                "namespace": "",
+                "fingerprint": "",
+                "reason": "invalid",
+                "field": invalid.field,
+                "error_details": error_details(&Failure {
+                    code: "invalid_signal",
+                    message: invalid.to_string(),
+                    retry_possible: false,
+                }),
+            })
+        }
+
+        pub fn signal_ignored(source: Source, r: &super::super::Resolved<'_>) -> Value {
+            let mut m = Map::new();
+            m.insert(
+                "event_type".into(),
+                json!(EventType::SignalIgnored.as_str()),
+            );
+            m.insert("signal_type".into(), json!(SIGNAL_TYPE));
+            m.insert("signal_name".into(), json!(r.signal_name));
+            m.insert("namespace".into(), json!(r.namespace.unwrap_or("")));
+            m.insert(
+                "fingerprint".into(),
+                json!(r.fingerprint.as_deref().unwrap_or("")),
+            );
+            m.insert("signal_source".into(), json!(source.as_str()));
+            if let Some(kind) = r.kind {
+                m.insert("resource_kind".into(), json!(kind));
+            }
+            if let Some(name) = r.name {
+                m.insert("resource_name".into(), json!(name));
+            }
+            m.insert("reason".into(), json!("resolved"));
+            Value::Object(m)
+        }
+
+        pub fn config_reload(
+            t: EventType,
+            component: &str,
+            version: Option<&str>,
+            rejection: Option<&str>,
+        ) -> Value {
+            let mut m = Map::new();
+            m.insert("event_type".into(), json!(t.as_str()));
+            m.insert("component".into(), json!(component));
+            match rejection {
+                None => {
+                    if let Some(v) = version {
+                        m.insert("config_version".into(), json!(v));
+                    }
+                }
+                Some(reason) => {
+                    m.insert("rejection_reason".into(), json!(reason));
+                }
+            }
+            Value::Object(m)
+        }
+    }
+
+    fn signals() -> Vec<Signal> {
+        use crd_schema::Target;
+        let now: jiff::Timestamp = "2026-11-29T12:00:00Z".parse().unwrap_or_default();
+        let plain = {
+            let target = Target {
+                cluster: None,
+                namespace: "prod".into(),
+                kind: "Deployment".into(),
+                name: "api".into(),
+                api_version: None,
+            };
+            Signal {
+                source: Source::Prometheus,
+                name: "HighLatency".into(),
+                severity: "critical".into(),
+                fingerprint: target.fingerprint(),
+                target,
+                labels: Default::default(),
+                annotations: Default::default(),
+                firing_time: now,
+                received_time: now,
+                provider_data: None,
+                original_payload: "{}".into(),
+            }
+        };
+        let mut rich = plain.clone();
+        rich.source = Source::KubernetesEvents;
+        rich.name = "Høj\"latens\" – «prod» ✓ 日本語 \u{1}\t\u{7f}".into();
+        rich.severity = "Sev1 ☠".into();
+        rich.target.namespace = "ñamespace".into();
+        rich.target.name = "api-\\x".into();
+        rich.target.cluster = Some("eu/west".into());
+        rich.labels = [
+            ("alertname", "HighLatency"),
+            ("Zone", "eu-west-1"),
+            ("émoji", "🔥 \"hot\""),
+            ("a/b", "\u{0}\u{1f}"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        rich.annotations = [
+            ("summary", "p99 > 2 s\nsince 12:00"),
+            ("runbook_url", "https://x/y?a=1&b=2"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        rich.original_payload = r#"{"status":"firing","labels":{"z":"1","a":"ünï"},"values":[1,-2,3.5,1e21,0.1,-0.0,12345678901234567890,-9223372036854775808,2.5e-8],"startsAt":"2026-11-29T12:00:00Z","nested":{"b":[{"y":null,"x":true}],"a":"\u00e9\ud83d\ude00\u0007"},"fingerprint":"abc"}"#.into();
+        let mut not_object = plain.clone();
+        not_object.original_payload = "[1,2]".into();
+        let mut unparseable = plain.clone();
+        unparseable.original_payload = "{not json".into();
+        vec![plain, rich, not_object, unparseable]
+    }
+
+    #[test]
+    fn event_data_text_is_the_old_trees_canonical_form() {
+        use crate::audit::chain::canonical_json;
+        let same = |built: &AuditEvent, tree: serde_json::Value| {
+            assert_eq!(
+                built.event_data.as_str(),
+                canonical_json(&tree),
+                "{}",
+                built.event_type.as_str()
+            );
+        };
+        let sender = Actor::sender(
+            Some("system:serviceaccount:monitoring:alertmanager"),
+            Source::Prometheus,
+        );
+        for s in signals() {
+            for (uid, attempt, count) in
+                [(Some("8b6f…-uid ✓".to_owned()), 3, 41), (None, 0, i32::MAX)]
+            {
+                let rr = RrRef {
+                    namespace: "kubernaut-system",
+                    name: "rr-b157a3a9e42f",
+                    uid,
+                    attempt,
+                };
+                same(
+                    &signal_received(&s, &sender, &rr),
+                    tree::signal_received(&s, &rr),
+                );
+                same(
+                    &signal_deduplicated(&s, &sender, &rr, count),
+                    tree::signal_deduplicated(&s, &rr, count),
+                );
+                same(
+                    &crd_created(&s, &rr, count),
+                    tree::crd_created(&s, &rr, count),
+                );
+                // The pipeline rewrites the count at commit.
+                let mut dup = signal_deduplicated(&s, &sender, &rr, count);
+                dup.event_data.set_int(OCCURRENCE_COUNT, 1_000_000_007);
+                same(&dup, tree::signal_deduplicated(&s, &rr, 1_000_000_007));
+            }
+            for retry_possible in [true, false] {
+                let f = Failure {
+                    code: "apiserver_unavailable",
+                    message: format!("the API server said \"no\" ✗ to {}", s.name),
+                    retry_possible,
+                };
+                same(&crd_failed(&s, &f), tree::crd_failed(&s, &f));
+            }
+            let invalid = InvalidSignal::new("labels.älertname", "must not be empty \"\"");
+            same(
+                &signal_rejected("req-1", &sender, &invalid, Some(&s.name)),
+                tree::signal_rejected(&invalid, Some(&s.name)),
+            );
+            same(
+                &signal_rejected("req-1", &sender, &invalid, None),
+                tree::signal_rejected(&invalid, None),
+            );
+            let fp = s.fingerprint.to_hex();
+            for r in [
+                Resolved {
+                    signal_name: &s.name,
+                    fingerprint: Some(fp.clone()),
+                    namespace: Some(&s.target.namespace),
+                    kind: Some(&s.target.kind),
+                    name: Some(&s.target.name),
+                    cluster: s.target.cluster.as_deref(),
+                },
+                Resolved {
+                    signal_name: &s.name,
+                    fingerprint: None,
+                    namespace: None,
+                    kind: None,
+                    name: None,
+                    cluster: None,
+                },
+            ] {
+                same(
+                    &signal_ignored("req-2", &sender, s.source, &r),
+                    tree::signal_ignored(s.source, &r),
+                );
+            }
+        }
+        same(
+            &config_reload("tls", Some("v2 ✓"), None),
+            tree::config_reload(EventType::ConfigReloaded, "tls", Some("v2 ✓"), None),
+        );
+        same(
+            &config_reload("log_level", None, Some("unknown level \"loud\"")),
+            tree::config_reload(
+                EventType::ConfigRejected,
+                "log_level",
+                None,
+                Some("unknown level \"loud\""),
+            ),
         );
     }
 

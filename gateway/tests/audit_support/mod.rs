@@ -369,7 +369,8 @@ pub fn event(cid: &str, n: u64, rr_uid: Option<&str>) -> AuditEvent {
     ev.actor_type = Some("ServiceAccount".into());
     ev.actor_id = Some("system:serviceaccount:monitoring:alertmanager".into());
     ev.event_data =
-        serde_json::json!({ "n": n, "rr_uid": rr_uid, "signal_name": "KubePodCrashLooping" });
+        serde_json::json!({ "n": n, "rr_uid": rr_uid, "signal_name": "KubePodCrashLooping" })
+            .into();
     ev
 }
 

@@ -373,7 +373,7 @@ impl RawEventRow {
             namespace: ev.namespace.clone(),
             cluster_id: ev.cluster_id.clone(),
             fingerprint: ev.fingerprint.clone(),
-            event_data: chain::canonical_json(&ev.event_data),
+            event_data: ev.event_data.as_str().to_owned(),
             severity: ev.severity.clone(),
             duration_ms: ev.duration_ms,
             error_code: ev.error_code.clone(),

@@ -317,7 +317,7 @@ impl Shared {
 
 /// An event in the queue with its size ([`AuditEvent::approx_bytes`]), computed once when it is queued:
 /// the byte budget is charged and released with this same number, and the writer never walks the
-/// event again to find it (docs/audit.md, "Bounds").
+/// event again to find it (docs/audit.md, "The writer and what is durable when").
 #[derive(Debug)]
 struct Queued {
     event: AuditEvent,
@@ -1169,7 +1169,7 @@ mod tests {
     fn sized_event(kib: usize) -> AuditEvent {
         use crate::audit::event::{EventOutcome, EventType};
         let mut ev = AuditEvent::new(EventType::SignalDeduplicated, EventOutcome::Success, "rr-1");
-        ev.event_data = serde_json::json!({ "blob": "x".repeat(kib * 1024) });
+        ev.event_data = serde_json::json!({ "blob": "x".repeat(kib * 1024) }).into();
         ev
     }
 

@@ -1,0 +1,378 @@
+//! An event's `event_data`, held as the JSON text the store writes and the chain hashes (docs/audit.md,
+//! "The event's representation").
+//!
+//! The payload builders ([`super::payload`]) write it once, on the request path where the event is
+//! built, as canonical JSON ([`super::chain::canonical_json`]'s form: object keys sorted bytewise at
+//! every level, no insignificant whitespace) with [`ObjectBuilder`]. The writer thread then embeds the
+//! text as is: no tree to walk for the queue's byte budget, none to canonicalise, none to free there.
+//! Consumers that need a tree (the DataStorage wire form, tests) parse it with [`EventData::to_value`],
+//! off the hot path.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fmt::Write as _;
+use std::ops::Range;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::chain::{canonical_json, write_string, write_value};
+
+/// Canonical JSON text of an event's `event_data` (normally an object).
+#[derive(Clone)]
+pub struct EventData {
+    json: String,
+    /// The integer member built with [`ObjectBuilder::int_slot`] and where its digits sit in `json`,
+    /// so [`EventData::set_int`] rewrites it without re-parsing the text.
+    slot: Option<Slot>,
+}
+
+#[derive(Clone, Debug)]
+struct Slot {
+    key: &'static str,
+    at: Range<usize>,
+}
+
+impl EventData {
+    /// `{}`.
+    pub fn empty() -> Self {
+        Self {
+            json: "{}".to_owned(),
+            slot: None,
+        }
+    }
+
+    /// The canonical text of `v`.
+    pub fn from_value(v: &Value) -> Self {
+        Self {
+            json: canonical_json(v),
+            slot: None,
+        }
+    }
+
+    /// The canonical JSON text: what the store writes and the chain hashes.
+    pub fn as_str(&self) -> &str {
+        &self.json
+    }
+
+    /// Bytes of the text.
+    pub fn len(&self) -> usize {
+        self.json.len()
+    }
+
+    /// Never true for built data (`{}` is two bytes); here for completeness.
+    pub fn is_empty(&self) -> bool {
+        self.json.is_empty()
+    }
+
+    /// The text parsed into a tree, for consumers that need one (off the hot path). The text is always
+    /// valid JSON (it is only ever written by this module); `Null` should it ever not be.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(&self.json).unwrap_or(Value::Null)
+    }
+
+    /// Sets the member `key` of the object to `value` (the text becomes an object if it was not one).
+    /// Re-parses and re-writes the whole text: for rare paths and tests, not the request path.
+    pub fn insert(&mut self, key: &str, value: Value) {
+        let mut tree = match self.to_value() {
+            Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
+        tree.insert(key.to_owned(), value);
+        *self = Self::from_value(&Value::Object(tree));
+    }
+
+    /// Sets the integer member `key`: in place when it is the member the builder wrote with
+    /// [`ObjectBuilder::int_slot`] (the request path's occurrence count), else as [`EventData::insert`].
+    pub fn set_int(&mut self, key: &str, value: i64) {
+        match &mut self.slot {
+            Some(slot) if slot.key == key => {
+                let digits = itoa_buf(value);
+                self.json.replace_range(slot.at.clone(), &digits);
+                slot.at = slot.at.start..slot.at.start + digits.len();
+            }
+            _ => self.insert(key, Value::from(value)),
+        }
+    }
+}
+
+fn itoa_buf(value: i64) -> String {
+    let mut s = String::with_capacity(20);
+    let _ = write!(s, "{value}");
+    s
+}
+
+impl Default for EventData {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl From<Value> for EventData {
+    fn from(v: Value) -> Self {
+        Self::from_value(&v)
+    }
+}
+
+impl PartialEq for EventData {
+    fn eq(&self, other: &Self) -> bool {
+        self.json == other.json
+    }
+}
+
+impl PartialEq<Value> for EventData {
+    fn eq(&self, other: &Value) -> bool {
+        self.to_value() == *other
+    }
+}
+
+impl PartialEq<EventData> for Value {
+    fn eq(&self, other: &EventData) -> bool {
+        *self == other.to_value()
+    }
+}
+
+impl fmt::Debug for EventData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.json)
+    }
+}
+
+impl fmt::Display for EventData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.json)
+    }
+}
+
+/// Serialised as the JSON it holds (the spill file's and the rejected file's form are unchanged: an
+/// object, not a string).
+impl Serialize for EventData {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw = RawValue::from_string(self.json.clone()).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
+
+/// Read back through a tree and written canonically, whatever whitespace or key order the input had.
+impl<'de> Deserialize<'de> for EventData {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Value::deserialize(deserializer).map(|v| Self::from_value(&v))
+    }
+}
+
+/// Writes a JSON object in canonical form directly, without a tree: each member's value is written
+/// once into one buffer, and [`ObjectBuilder::finish`] emits the members sorted by key (bytewise).
+/// Writing a key twice keeps the last value, as inserting into a map would.
+#[derive(Debug, Default)]
+pub struct ObjectBuilder {
+    buf: String,
+    members: Vec<Member>,
+    slot: Option<&'static str>,
+}
+
+#[derive(Debug)]
+struct Member {
+    key: &'static str,
+    at: Range<usize>,
+}
+
+impl ObjectBuilder {
+    /// A builder whose values are expected to take about `bytes` bytes.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            buf: String::with_capacity(bytes),
+            members: Vec::with_capacity(24),
+            slot: None,
+        }
+    }
+
+    fn member(&mut self, key: &'static str, write: impl FnOnce(&mut String)) -> &mut Self {
+        let start = self.buf.len();
+        write(&mut self.buf);
+        self.members.push(Member {
+            key,
+            at: start..self.buf.len(),
+        });
+        self
+    }
+
+    /// A string member.
+    pub fn str(&mut self, key: &'static str, value: &str) -> &mut Self {
+        self.member(key, |b| write_string(b, value))
+    }
+
+    /// A string member, `null` when absent.
+    pub fn opt_str(&mut self, key: &'static str, value: Option<&str>) -> &mut Self {
+        self.member(key, |b| match value {
+            Some(v) => write_string(b, v),
+            None => b.push_str("null"),
+        })
+    }
+
+    /// An integer member.
+    pub fn int(&mut self, key: &'static str, value: i64) -> &mut Self {
+        self.member(key, |b| {
+            let _ = write!(b, "{value}");
+        })
+    }
+
+    /// An integer member that [`EventData::set_int`] can rewrite in place later (one per object).
+    pub fn int_slot(&mut self, key: &'static str, value: i64) -> &mut Self {
+        self.slot = Some(key);
+        self.int(key, value)
+    }
+
+    /// A boolean member.
+    pub fn bool(&mut self, key: &'static str, value: bool) -> &mut Self {
+        self.member(key, |b| b.push_str(if value { "true" } else { "false" }))
+    }
+
+    /// Any JSON value, written canonically.
+    pub fn value(&mut self, key: &'static str, value: &Value) -> &mut Self {
+        self.member(key, |b| write_value(b, value))
+    }
+
+    /// An object of strings (a `BTreeMap` iterates in bytewise key order: already canonical).
+    pub fn string_map(&mut self, key: &'static str, map: &BTreeMap<String, String>) -> &mut Self {
+        self.member(key, |b| {
+            b.push('{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    b.push(',');
+                }
+                write_string(b, k);
+                b.push(':');
+                write_string(b, v);
+            }
+            b.push('}');
+        })
+    }
+
+    /// A nested object.
+    pub fn object(&mut self, key: &'static str, nested: ObjectBuilder) -> &mut Self {
+        let nested = nested.finish();
+        self.member(key, |b| b.push_str(nested.as_str()))
+    }
+
+    /// The object's canonical text.
+    pub fn finish(mut self) -> EventData {
+        // Stable: of two members with one key, the later stays later (and is the one kept).
+        self.members
+            .sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
+        let keys: usize = self.members.iter().map(|m| m.key.len() + 4).sum();
+        let mut json = String::with_capacity(self.buf.len() + keys + 2);
+        let mut slot = None;
+        json.push('{');
+        let mut first = true;
+        for (i, m) in self.members.iter().enumerate() {
+            if self
+                .members
+                .get(i + 1)
+                .is_some_and(|next| next.key == m.key)
+            {
+                continue;
+            }
+            if !first {
+                json.push(',');
+            }
+            first = false;
+            write_string(&mut json, m.key);
+            json.push(':');
+            let start = json.len();
+            json.push_str(&self.buf[m.at.clone()]);
+            if self.slot == Some(m.key) {
+                slot = Some(Slot {
+                    key: m.key,
+                    at: start..json.len(),
+                });
+            }
+        }
+        json.push('}');
+        EventData { json, slot }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn built() -> ObjectBuilder {
+        let mut b = ObjectBuilder::with_capacity(64);
+        b.str("signal_name", "Høj hukommelse – «prod» ✓ \u{1}\"\\/")
+            .int_slot("occurrence_count", 7)
+            .opt_str("rr_uid", None)
+            .bool("retry_possible", false)
+            .value("original_payload", &json!({"z": [1.5, -0.0, 1e300, 12345678901234567890u64], "a": {"é": null, "e": "x\ty"}}))
+            .int("attempt", -3);
+        let mut labels = BTreeMap::new();
+        labels.insert("zone".to_owned(), "eu-west-1".to_owned());
+        labels.insert("Alertname".to_owned(), "Ünïcode".to_owned());
+        labels.insert("é".to_owned(), "\u{7f}".to_owned());
+        b.string_map("signal_labels", &labels);
+        let mut nested = ObjectBuilder::with_capacity(16);
+        nested.str("message", "x").str("code", "ERR_X");
+        b.object("error_details", nested);
+        b
+    }
+
+    fn as_tree() -> Value {
+        json!({
+            "signal_name": "Høj hukommelse – «prod» ✓ \u{1}\"\\/",
+            "occurrence_count": 7,
+            "rr_uid": null,
+            "retry_possible": false,
+            "original_payload": {"z": [1.5, -0.0, 1e300, 12345678901234567890u64], "a": {"é": null, "e": "x\ty"}},
+            "attempt": -3,
+            "signal_labels": {"zone": "eu-west-1", "Alertname": "Ünïcode", "é": "\u{7f}"},
+            "error_details": {"message": "x", "code": "ERR_X"},
+        })
+    }
+
+    #[test]
+    fn builds_the_canonical_text_of_the_same_tree() {
+        let data = built().finish();
+        assert_eq!(data.as_str(), canonical_json(&as_tree()));
+        assert_eq!(data.to_value(), as_tree());
+        assert_eq!(data, EventData::from_value(&as_tree()));
+    }
+
+    #[test]
+    fn the_slot_is_rewritten_in_place_and_other_keys_by_reparsing() {
+        let mut data = built().finish();
+        let mut tree = as_tree();
+        for n in [8, 1_000_000, 0, -12] {
+            data.set_int("occurrence_count", n);
+            tree["occurrence_count"] = json!(n);
+            assert_eq!(data.as_str(), canonical_json(&tree));
+        }
+        data.set_int("attempt", 99);
+        tree["attempt"] = json!(99);
+        assert_eq!(data.as_str(), canonical_json(&tree));
+        data.insert("added", json!({"b": 1, "a": 2}));
+        tree["added"] = json!({"b": 1, "a": 2});
+        assert_eq!(data.as_str(), canonical_json(&tree));
+    }
+
+    #[test]
+    fn a_key_written_twice_keeps_the_last_value() {
+        let mut b = ObjectBuilder::default();
+        b.str("reason", "invalid")
+            .int("n", 1)
+            .str("reason", "resolved");
+        assert_eq!(b.finish().as_str(), r#"{"n":1,"reason":"resolved"}"#);
+    }
+
+    #[test]
+    fn serialises_as_the_object_it_holds() {
+        let data = built().finish();
+        let text = serde_json::to_string(&data).unwrap_or_default();
+        assert_eq!(text, data.as_str());
+        assert_eq!(serde_json::to_value(&data).ok(), Some(as_tree()));
+        // Read back canonically whatever the input's layout.
+        let back: EventData =
+            serde_json::from_str(r#"{ "b" : 1, "a" : [ 2 ] }"#).unwrap_or_default();
+        assert_eq!(back.as_str(), r#"{"a":[2],"b":1}"#);
+    }
+}
