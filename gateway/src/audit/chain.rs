@@ -177,12 +177,14 @@ pub fn format_timestamp(ts: Timestamp) -> String {
 /// re-parses numbers, so float formatting cannot break a chain. Storage-only columns (`seq`, the hash
 /// columns, `legacy_correlation_id`) are not part of it.
 pub fn canonical(row: &RawEventRow) -> String {
-    let text = |s: &str| Field::Text(s.to_owned());
-    let opt = |v: &Option<String>| {
-        v.as_deref()
-            .map_or(Field::Null, |s| Field::Text(s.to_owned()))
-    };
-    let fields: [(&str, Field); 23] = [
+    // The row's text is borrowed, not copied: this runs once per appended event on the writer.
+    fn text(s: &str) -> Field<'_> {
+        Field::Text(s)
+    }
+    fn opt(v: &Option<String>) -> Field<'_> {
+        v.as_deref().map_or(Field::Null, Field::Text)
+    }
+    let fields: [(&str, Field<'_>); 23] = [
         ("actor_id", opt(&row.actor_id)),
         ("actor_type", opt(&row.actor_type)),
         ("cluster_id", opt(&row.cluster_id)),
@@ -195,7 +197,7 @@ pub fn canonical(row: &RawEventRow) -> String {
         ("error_message", opt(&row.error_message)),
         ("event_action", text(&row.event_action)),
         ("event_category", text(&row.event_category)),
-        ("event_data", Field::Json(row.event_data.clone())),
+        ("event_data", Field::Json(&row.event_data)),
         ("event_id", text(&row.event_id)),
         ("event_outcome", text(&row.event_outcome)),
         ("event_timestamp", text(&row.event_timestamp)),
@@ -210,7 +212,17 @@ pub fn canonical(row: &RawEventRow) -> String {
         ("span_id", opt(&row.span_id)),
         ("trace_id", opt(&row.trace_id)),
     ];
-    let mut out = String::with_capacity(512 + row.event_data.len());
+    let text_len: usize = fields
+        .iter()
+        .map(|(k, v)| {
+            k.len()
+                + match v {
+                    Field::Text(s) | Field::Json(s) => s.len(),
+                    Field::Null | Field::Int(_) => 0,
+                }
+        })
+        .sum();
+    let mut out = String::with_capacity(text_len + 8 * fields.len() + 32);
     out.push('{');
     for (i, (k, v)) in fields.iter().enumerate() {
         if i > 0 {
@@ -231,12 +243,12 @@ pub fn canonical(row: &RawEventRow) -> String {
     out
 }
 
-enum Field {
+enum Field<'a> {
     Null,
-    Text(String),
+    Text(&'a str),
     Int(i64),
     /// Already JSON text, embedded as is.
-    Json(String),
+    Json(&'a str),
 }
 
 /// Canonical JSON of any value: object keys sorted bytewise at every level. Written by hand rather than
