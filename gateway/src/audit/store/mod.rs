@@ -844,7 +844,8 @@ impl AuditStore {
             }
         }
         let in_batch_duplicates = (events.len() - rows.len()) as u64;
-        // The engines leave exactly the inserted rows, chained, in `rows`.
+        // The engines leave exactly the inserted rows, chained, in `rows` (SQLite moves their text
+        // into its statement; what the checkpoint records of a row stays).
         let mut report = match &self.backend {
             Backend::Sqlite(pool) => sqlite::append(pool, &self.hasher, &mut rows).await?,
             Backend::Postgres(pool) => postgres::append(pool, &self.hasher, &mut rows).await?,

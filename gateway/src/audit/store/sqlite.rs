@@ -174,43 +174,49 @@ fn insert_sql(rows: usize) -> &'static str {
 /// Inserts `rows` in batch order with as few statements as the chunking allows (each statement is a
 /// round trip to sqlx's SQLite worker thread; one per event was the audit trail's bottleneck,
 /// docs/benchmarks.md).
+///
+/// The rows' text is moved into the statement's arguments, not copied (sqlx-sqlite copies a borrowed
+/// string into an argument, and takes an owned one as is): afterwards a row keeps only what the
+/// checkpoint records of it (`event_id`, its chain key, `event_hash`). On an error the caller
+/// rebuilds the rows from the events.
 async fn insert_rows(
     conn: &mut sqlx::SqliteConnection,
-    rows: &[RawEventRow],
+    rows: &mut [RawEventRow],
 ) -> Result<(), StoreError> {
+    use std::mem::take;
     let mut rest = rows;
     while !rest.is_empty() {
         let n = chunk_len(rest.len());
-        let (chunk, tail) = rest.split_at(n);
+        let (chunk, tail) = take(&mut rest).split_at_mut(n);
         let mut q = sqlx::query(insert_sql(n));
         for r in chunk {
             q = q
-                .bind(&r.event_id)
-                .bind(&r.event_version)
-                .bind(&r.event_timestamp)
-                .bind(&r.event_type)
-                .bind(&r.event_category)
-                .bind(&r.event_action)
-                .bind(&r.event_outcome)
-                .bind(&r.actor_type)
-                .bind(&r.actor_id)
-                .bind(&r.resource_type)
-                .bind(&r.resource_id)
-                .bind(&r.correlation_id)
-                .bind(&r.parent_event_id)
-                .bind(&r.trace_id)
-                .bind(&r.span_id)
-                .bind(&r.namespace)
-                .bind(&r.cluster_id)
-                .bind(&r.fingerprint)
-                .bind(&r.event_data)
-                .bind(&r.severity)
+                .bind(r.event_id.clone())
+                .bind(take(&mut r.event_version))
+                .bind(take(&mut r.event_timestamp))
+                .bind(take(&mut r.event_type))
+                .bind(take(&mut r.event_category))
+                .bind(take(&mut r.event_action))
+                .bind(take(&mut r.event_outcome))
+                .bind(take(&mut r.actor_type))
+                .bind(take(&mut r.actor_id))
+                .bind(take(&mut r.resource_type))
+                .bind(take(&mut r.resource_id))
+                .bind(r.correlation_id.clone())
+                .bind(take(&mut r.parent_event_id))
+                .bind(take(&mut r.trace_id))
+                .bind(take(&mut r.span_id))
+                .bind(take(&mut r.namespace))
+                .bind(take(&mut r.cluster_id))
+                .bind(take(&mut r.fingerprint))
+                .bind(take(&mut r.event_data))
+                .bind(take(&mut r.severity))
                 .bind(r.duration_ms)
-                .bind(&r.error_code)
-                .bind(&r.error_message)
-                .bind(&r.event_hash)
-                .bind(&r.previous_event_hash)
-                .bind(&r.hash_algorithm);
+                .bind(take(&mut r.error_code))
+                .bind(take(&mut r.error_message))
+                .bind(r.event_hash.clone())
+                .bind(take(&mut r.previous_event_hash))
+                .bind(take(&mut r.hash_algorithm));
         }
         q.execute(&mut *conn).await?;
         rest = tail;
