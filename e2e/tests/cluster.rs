@@ -301,12 +301,42 @@ impl Release {
         )
         .await;
         // The EndpointSlice is the API's view; kube-proxy programs the node's rules from it a moment
-        // later, and until then it REJECTs connections to a Service it knows no endpoint of
-        // (`Connection refused`, and no conntrack entry): a first request sent on the API's word alone
-        // could lose that race (docs/kube-harness.md, "Budget"). Serving means the ClusterIP routes.
+        // later (0.1–1.1 s measured). No connection may be tried before that: a SYN sent while kube-proxy
+        // does not know the Service yet leaves the ClusterIP un-NATed, finds no neighbour on the bridge,
+        // and leaves an unreplied conntrack entry that lives 120 s; any later connection that happens to
+        // get the same source port matches that entry instead of kube-proxy's rules and fails with
+        // `No route to host`, however long the rules have existed (reproduced in docs/kube-harness.md,
+        // "Budget"). So first kube-proxy's rule for this ClusterIP and port, then one TCP connection
+        // through it (kube-proxy REJECTs a Service it knows no endpoint of: `Connection refused`).
+        let rule = format!("-d {}/32 -p tcp", self.cluster_ip);
+        let port = format!("--dport {SERVICE_PORT} -j KUBE-SVC-");
         eventually(
             60,
-            "a TCP connection through the Service's ClusterIP (kube-proxy's rules applied)",
+            "kube-proxy's iptables rule for the Service's ClusterIP",
+            || {
+                let (rule, port) = (rule.clone(), port.clone());
+                async move {
+                    let out = tokio::process::Command::new("iptables")
+                        .args(["-w", "-t", "nat", "-S", "KUBE-SERVICES"])
+                        .output()
+                        .await
+                        .map_err(|e| format!("running iptables: {e}"))?;
+                    let rules = String::from_utf8_lossy(&out.stdout);
+                    if rules
+                        .lines()
+                        .any(|l| l.contains(&rule) && l.contains(&port))
+                    {
+                        Ok(())
+                    } else {
+                        Err(format!("no `{rule} … {port}` in KUBE-SERVICES"))
+                    }
+                }
+            },
+        )
+        .await;
+        eventually(
+            60,
+            "a TCP connection through the Service's ClusterIP",
             || async {
                 tokio::net::TcpStream::connect((self.cluster_ip.as_str(), SERVICE_PORT))
                     .await
