@@ -118,6 +118,50 @@ where
     }
 }
 
+/// What kube-proxy's iptables rules (nat and filter tables) do with new connections to a ClusterIP on
+/// the release's Service port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KubeProxyState {
+    /// No rule at all: a SYN leaves un-NATed and finds nobody (`No route to host`).
+    Unknown,
+    /// The Service is known without ready endpoints: REJECTed (`Connection refused`).
+    Rejects,
+    /// DNATed to the Service's endpoints.
+    Routes,
+}
+
+async fn kube_proxy_state(cluster_ip: &str) -> Result<KubeProxyState, String> {
+    let rules = |table: &'static str| async move {
+        let out = tokio::process::Command::new("iptables")
+            .args(["-w", "-t", table, "-S", "KUBE-SERVICES"])
+            .output()
+            .await
+            .map_err(|e| format!("running iptables: {e}"))?;
+        Ok::<_, String>(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let ours = |l: &&str| {
+        l.contains(&format!("-d {cluster_ip}/32 -p tcp"))
+            && l.contains(&format!("--dport {SERVICE_PORT} "))
+    };
+    if rules("nat")
+        .await?
+        .lines()
+        .filter(ours)
+        .any(|l| l.contains("-j KUBE-SVC-"))
+    {
+        Ok(KubeProxyState::Routes)
+    } else if rules("filter")
+        .await?
+        .lines()
+        .filter(ours)
+        .any(|l| l.contains("-j REJECT"))
+    {
+        Ok(KubeProxyState::Rejects)
+    } else {
+        Ok(KubeProxyState::Unknown)
+    }
+}
+
 // ---------------------------------------------------------------------------------------- release
 
 /// A client for the cluster of `scripts/cluster-up`. `KUBECONFIG` could also name the bare API server of
@@ -306,34 +350,40 @@ impl Release {
         // and leaves an unreplied conntrack entry that lives 120 s; any later connection that happens to
         // get the same source port matches that entry instead of kube-proxy's rules and fails with
         // `No route to host`, however long the rules have existed (reproduced in docs/kube-harness.md,
-        // "Budget"). So first kube-proxy's rule for this ClusterIP and port, then one TCP connection
+        // "Flaky until 30 Nov"). So first kube-proxy's rule for this ClusterIP and port, then one TCP connection
         // through it (kube-proxy REJECTs a Service it knows no endpoint of: `Connection refused`).
-        let rule = format!("-d {}/32 -p tcp", self.cluster_ip);
-        let port = format!("--dport {SERVICE_PORT} -j KUBE-SVC-");
+        let since_api = tokio::time::Instant::now();
+        let lagged = std::sync::Mutex::new(Vec::new());
         eventually(
             60,
             "kube-proxy's iptables rule for the Service's ClusterIP",
-            || {
-                let (rule, port) = (rule.clone(), port.clone());
-                async move {
-                    let out = tokio::process::Command::new("iptables")
-                        .args(["-w", "-t", "nat", "-S", "KUBE-SERVICES"])
-                        .output()
-                        .await
-                        .map_err(|e| format!("running iptables: {e}"))?;
-                    let rules = String::from_utf8_lossy(&out.stdout);
-                    if rules
-                        .lines()
-                        .any(|l| l.contains(&rule) && l.contains(&port))
-                    {
-                        Ok(())
-                    } else {
-                        Err(format!("no `{rule} … {port}` in KUBE-SERVICES"))
+            || async {
+                let state = kube_proxy_state(&self.cluster_ip).await?;
+                if state == KubeProxyState::Routes {
+                    Ok(())
+                } else {
+                    let mut lagged = lagged.lock().unwrap();
+                    if lagged.last() != Some(&state) {
+                        lagged.push(state);
                     }
+                    Err(format!(
+                        "kube-proxy's rules for {}: {state:?}",
+                        self.cluster_ip
+                    ))
                 }
             },
         )
         .await;
+        // How far kube-proxy was behind the API, for the record (docs/kube-harness.md, "Flaky until 30
+        // Nov"): `Unknown` is the state in which a connection would have poisoned its source port.
+        let lagged = lagged.into_inner().unwrap();
+        if !lagged.is_empty() {
+            eprintln!(
+                "wait_serving: kube-proxy routed {} {:?} after the API listed the endpoints; before: {lagged:?}",
+                self.cluster_ip,
+                since_api.elapsed()
+            );
+        }
         eventually(
             60,
             "a TCP connection through the Service's ClusterIP",
