@@ -350,8 +350,9 @@ impl Release {
         // and leaves an unreplied conntrack entry that lives 120 s; any later connection that happens to
         // get the same source port matches that entry instead of kube-proxy's rules and fails with
         // `No route to host`, however long the rules have existed (reproduced in docs/kube-harness.md,
-        // "Flaky until 30 Nov"). So first kube-proxy's rule for this ClusterIP and port, then one TCP connection
-        // through it (kube-proxy REJECTs a Service it knows no endpoint of: `Connection refused`).
+        // "Flaky until 30 Nov"). So first kube-proxy's rule for this ClusterIP and port, then one TCP
+        // connection through it (kube-proxy REJECTs a Service it knows no endpoint of: `Connection
+        // refused`).
         let since_api = tokio::time::Instant::now();
         let lagged = std::sync::Mutex::new(Vec::new());
         eventually(
@@ -374,8 +375,8 @@ impl Release {
             },
         )
         .await;
-        // How far kube-proxy was behind the API, for the record (docs/kube-harness.md, "Flaky until 30
-        // Nov"): `Unknown` is the state in which a connection would have poisoned its source port.
+        // How far kube-proxy was behind the API, for the record (docs/kube-harness.md, "Flaky until
+        // 30 Nov"): `Unknown` is the state in which a connection would have poisoned its source port.
         let lagged = lagged.into_inner().unwrap();
         if !lagged.is_empty() {
             eprintln!(

@@ -135,8 +135,8 @@ host_leftovers() {
 }
 
 # ------------------------------------------------------------------------------ the test phase
-# The cluster tests (e2e/tests/cluster.rs): run by scripts/cluster-test, and written to run as the last
-# phase of scripts/test too (after its `cargo test --workspace`; docs/kube-harness.md, "The tests" and
+# The cluster tests (e2e/tests/cluster.rs): the last phase of scripts/test (after its `cargo test
+# --workspace`), and all that scripts/cluster-test runs (docs/kube-harness.md, "The tests" and
 # "Budget"); this is their one implementation.
 # Needs scripts/lib/{common,prereqs,helm}.sh sourced and root. The caller's EXIT trap must call
 # cluster_tests_cleanup, which stops the cluster (and its PostgreSQL) again unless CLUSTER_TEST_KEEP is
