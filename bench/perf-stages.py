@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Usage: python3 bench/perf-stages.py perf.data target/release/namegate [--by-thread]   (docs/benchmarks.md)
+"""Usage: python3 bench/perf-stages.py perf.data target/release/namegate [--by-thread] [--inclusive THREAD]
+(docs/benchmarks.md)
 
 Per-stage CPU of a `perf record --call-graph dwarf` of namegate: each sample goes to the innermost
-frame that names a stage (namegate's own functions), else to the thread's framework (hyper / tokio)."""
+frame that names a stage (namegate's own functions), else to the thread's framework (hyper / tokio).
+--inclusive THREAD: for the samples of threads named THREAD (e.g. audit-writer), the share in which
+each of a few writer activities is anywhere on the stack (inclusive; they overlap)."""
 import bisect, re, subprocess, sys
 from collections import Counter
 data, binary = sys.argv[1], sys.argv[2]
@@ -29,7 +32,7 @@ STAGES = [  # (stage, regex on the demangled frame)
     ("store: common (append_batch, pool, checkpoints)", r"audit::store::|sqlx_core|checkpoint::"),
     ("audit writer loop (collect, byte accounting)", r"audit::writer::Writer|audit::writer::AuditWriter"),
     ("audit queue (reserve, send, approx_bytes)", r"AuditSink::|Permits::|AuditEvent::approx_bytes|tokio::sync::mpsc"),
-    ("audit event build (payload)", r"audit::payload::|AuditEvent::new"),
+    ("audit event build (payload)", r"audit::payload::|audit::event_data::|AuditEvent::new"),
     ("JSON decode (adapter)", r"adapters::|decode_alertmanager"),
     ("fingerprint", r"[Ff]ingerprint"),
     ("index lookup", r"index::RrIndex|index::Entry"),
@@ -48,6 +51,7 @@ STAGES = [(n, re.compile(p)) for n, p in STAGES]
 out = subprocess.run(["perf", "script", "-i", data, "-F", "comm,ip,dso"], capture_output=True, text=True).stdout
 samples = out.split("\n\n")
 by_stage, by_thread, thread_stage = Counter(), Counter(), Counter()
+stacks = []
 total = 0
 for s in samples:
     lines = [l for l in s.strip().splitlines() if l.strip()]
@@ -61,6 +65,7 @@ for s in samples:
         frames.append(sym(ip + SHIFT) if binary.split("/")[-1] in dso else dso)
     total += 1
     by_thread[comm] += 1
+    stacks.append((comm, frames))
     stage = None
     for f in frames:  # leaf first: the innermost named stage wins
         for n, r in STAGES:
@@ -79,3 +84,23 @@ if "--by-thread" in sys.argv[3:]:  # each thread's stages, as % of all samples
     for t, _ in by_thread.most_common():
         for (tt, n), c in thread_stage.most_common():
             if tt == t and 100 * c / total >= 0.3: print(f"| {t} | {n} | {100*c/total:.1f} % |")
+INCLUSIVE = [  # (activity, regex on any frame of the stack)
+    ("building rows (RawEventRow::from_event)", r"RawEventRow::from_event"),
+    ("canonical JSON of event_data (canonical_json)", r"chain::canonical_json|chain::write_value"),
+    ("canonical form of the row (chain::canonical)", r"chain::canonical$|chain::canonical\b(?!_)"),
+    ("chain hash (SHA-256)", r"sha2::|ChainHasher::hash"),
+    ("dropping events (drop_in_place of AuditEvent / Value / Vec<AuditEvent>)", r"drop_in_place<.*(AuditEvent|serde_json::value::Value|EventData)"),
+    ("binding arguments (sqlx Arguments / Encode / bind)", r"Arguments.*::add|Encode.*::encode|Query.*::bind|query::Query.*bind"),
+    ("approx_bytes", r"approx_bytes"),
+    ("SQLite statements on this thread (sqlx_sqlite)", r"sqlx_sqlite|audit::store::sqlite"),
+    ("PostgreSQL wire on this thread (sqlx_postgres)", r"sqlx_postgres|audit::store::postgres"),
+    ("libc (malloc/free, memcpy; any frame)", r"^libc|libc\.so"),
+]
+if "--inclusive" in sys.argv[3:]:
+    want = sys.argv[sys.argv.index("--inclusive") + 1]
+    mine = [f for c, f in stacks if c.startswith(want)]
+    print(f"inclusive, thread {want}: {len(mine)} samples ({100*len(mine)/max(total,1):.1f} % of all)")
+    for n, p in INCLUSIVE:
+        r = re.compile(p)
+        c = sum(1 for f in mine if any(r.search(x) for x in f))
+        print(f"| {n} | {100*c/max(len(mine),1):.1f} % |")
