@@ -38,6 +38,9 @@ pub(super) fn classify_code(code: &str) -> ErrorClass {
     }
 }
 
+/// Page cache of each connection, KiB (SQLite's default is 2,000 KiB): room for one full batch's pages.
+const PAGE_CACHE_KIB: u32 = 16 * 1024;
+
 pub(super) async fn connect(config: &StoreConfig) -> Result<SqlitePool, StoreError> {
     let options = SqliteConnectOptions::from_str(&config.url)
         .map_err(StoreError::Database)?
@@ -46,7 +49,15 @@ pub(super) async fn connect(config: &StoreConfig) -> Result<SqlitePool, StoreErr
         // FULL: a committed batch is on disk, which is what "durable once in the store" promises.
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(config.busy_timeout)
-        .foreign_keys(true);
+        .foreign_keys(true)
+        // A batch of up to 2,048 events dirties several MiB of pages. With SQLite's default 2 MiB page
+        // cache the transaction spilled pages into the WAL before its commit (and wrote them again when
+        // the next rows changed them), and each multi-row INSERT's statement journal went to a
+        // temporary file: both were write syscalls on the store's thread (docs/benchmarks.md, "SQLite
+        // page cache and statement journals"). Neither setting changes what is durable when: the
+        // statement journal only undoes a failed statement inside its transaction.
+        .pragma("cache_size", format!("-{PAGE_CACHE_KIB}"))
+        .pragma("temp_store", "memory");
     let file = options.get_filename();
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
@@ -333,6 +344,31 @@ mod tests {
         assert_eq!(chunks(7), vec![4, 2, 1]);
         assert_eq!(chunks(1), vec![1]);
         assert_eq!(chunks(257), vec![256, 1]);
+    }
+
+    #[tokio::test]
+    async fn connections_keep_a_batch_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+        let pool = connect(&StoreConfig::new(url)).await.unwrap();
+        let cache: i64 = sqlx::query_scalar("PRAGMA cache_size")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(cache, -i64::from(PAGE_CACHE_KIB));
+        // 2 = MEMORY.
+        let temp: i64 = sqlx::query_scalar("PRAGMA temp_store")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(temp, 2);
+        // And durability is what docs/audit.md promises: WAL, synchronous = FULL (2).
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(sync, 2);
+        pool.close().await;
     }
 
     #[test]
