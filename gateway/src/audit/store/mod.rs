@@ -60,6 +60,9 @@ pub struct StoreConfig {
     pub checkpoint_interval: Duration,
     /// DataStorage: the bearer token file (default the pod's ServiceAccount token), re-read per request.
     pub token_file: Option<PathBuf>,
+    /// SQLite: each connection's page cache, KiB; `None` keeps SQLite's default (2,000 KiB). The audit
+    /// writer's own store sets [`StoreConfig::for_batch_writer`]'s size.
+    pub sqlite_page_cache_kib: Option<u32>,
 }
 
 impl StoreConfig {
@@ -74,7 +77,17 @@ impl StoreConfig {
             checkpoint_path: None,
             checkpoint_interval: checkpoint::DEFAULT_INTERVAL,
             token_file: None,
+            sqlite_page_cache_kib: None,
         }
+    }
+
+    /// The store of the audit writer, which appends batches of up to thousands of events: with SQLite,
+    /// a page cache with room for a whole batch's pages (docs/audit.md, "Store"). Only the writer's
+    /// pool gets it (it uses one connection at a time), so the lookup pool's memory stays SQLite's
+    /// default.
+    pub fn for_batch_writer(mut self) -> Self {
+        self.sqlite_page_cache_kib = Some(sqlite::BATCH_PAGE_CACHE_KIB);
+        self
     }
 
     pub fn with_checkpoints(mut self, path: impl Into<PathBuf>, interval: Duration) -> Self {

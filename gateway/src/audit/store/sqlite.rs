@@ -38,11 +38,12 @@ pub(super) fn classify_code(code: &str) -> ErrorClass {
     }
 }
 
-/// Page cache of each connection, KiB (SQLite's default is 2,000 KiB): room for one full batch's pages.
-const PAGE_CACHE_KIB: u32 = 16 * 1024;
+/// The audit writer's page cache, KiB ([`StoreConfig::for_batch_writer`]; SQLite's default is 2,000
+/// KiB): room for one full batch's pages.
+pub(super) const BATCH_PAGE_CACHE_KIB: u32 = 16 * 1024;
 
 pub(super) async fn connect(config: &StoreConfig) -> Result<SqlitePool, StoreError> {
-    let options = SqliteConnectOptions::from_str(&config.url)
+    let mut options = SqliteConnectOptions::from_str(&config.url)
         .map_err(StoreError::Database)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -50,14 +51,16 @@ pub(super) async fn connect(config: &StoreConfig) -> Result<SqlitePool, StoreErr
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(config.busy_timeout)
         .foreign_keys(true)
-        // A batch of up to 2,048 events dirties several MiB of pages. With SQLite's default 2 MiB page
-        // cache the transaction spilled pages into the WAL before its commit (and wrote them again when
-        // the next rows changed them), and each multi-row INSERT's statement journal went to a
-        // temporary file: both were write syscalls on the store's thread (docs/benchmarks.md, "SQLite
-        // page cache and statement journals"). Neither setting changes what is durable when: the
-        // statement journal only undoes a failed statement inside its transaction.
-        .pragma("cache_size", format!("-{PAGE_CACHE_KIB}"))
+        // Each multi-row INSERT's statement journal went to a temporary file: write syscalls on the
+        // store's thread (docs/benchmarks.md, "SQLite page cache and statement journals"). It only
+        // undoes a failed statement inside its transaction, so memory changes nothing durable.
         .pragma("temp_store", "memory");
+    if let Some(kib) = config.sqlite_page_cache_kib {
+        // A batch of up to 2,048 events dirties several MiB of pages: with SQLite's default 2 MiB
+        // cache the transaction spilled pages into the WAL before its commit (and wrote them again
+        // when later rows changed them). Durability is unchanged: the commit writes and syncs the WAL.
+        options = options.pragma("cache_size", format!("-{kib}"));
+    }
     let file = options.get_filename();
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
@@ -347,15 +350,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn connections_keep_a_batch_in_memory() {
+    async fn the_writers_connections_keep_a_batch_in_memory() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("audit.db").display());
-        let pool = connect(&StoreConfig::new(url)).await.unwrap();
+        // The lookup pool keeps SQLite's default page cache; the writer's gets room for a batch.
+        let plain = connect(&StoreConfig::new(url.clone())).await.unwrap();
+        let cache: i64 = sqlx::query_scalar("PRAGMA cache_size")
+            .fetch_one(&plain)
+            .await
+            .unwrap();
+        assert_eq!(cache, -2000);
+        plain.close().await;
+        let pool = connect(&StoreConfig::new(url).for_batch_writer())
+            .await
+            .unwrap();
         let cache: i64 = sqlx::query_scalar("PRAGMA cache_size")
             .fetch_one(&pool)
             .await
             .unwrap();
-        assert_eq!(cache, -i64::from(PAGE_CACHE_KIB));
+        assert_eq!(cache, -i64::from(BATCH_PAGE_CACHE_KIB));
         // 2 = MEMORY.
         let temp: i64 = sqlx::query_scalar("PRAGMA temp_store")
             .fetch_one(&pool)

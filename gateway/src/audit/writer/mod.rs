@@ -571,7 +571,8 @@ impl AuditWriter {
                     }
                 };
                 rt.block_on(async move {
-                    let store = match AuditStore::open_with(&store_config).await {
+                    let store = match AuditStore::open_with(&store_config.for_batch_writer()).await
+                    {
                         Ok(store) => store,
                         Err(e) => {
                             let _ = ready_tx.send(Err(AuditError::Store(e)));
