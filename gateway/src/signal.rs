@@ -79,3 +79,31 @@ impl InvalidSignal {
         }
     }
 }
+
+#[cfg(test)]
+impl Signal {
+    /// The unit tests' plain signal: alert `HighLatency` (critical) about Deployment `prod/api`,
+    /// without labels, annotations or provider data, fired and received at `now`.
+    pub(crate) fn sample(now: Timestamp) -> Signal {
+        let target = Target {
+            cluster: None,
+            namespace: "prod".into(),
+            kind: "Deployment".into(),
+            name: "api".into(),
+            api_version: None,
+        };
+        Signal {
+            source: Source::Prometheus,
+            name: "HighLatency".into(),
+            severity: "critical".into(),
+            fingerprint: target.fingerprint(),
+            target,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            firing_time: now,
+            received_time: now,
+            provider_data: None,
+            original_payload: "{}".into(),
+        }
+    }
+}

@@ -630,30 +630,8 @@ mod tests {
     }
 
     fn signals() -> Vec<Signal> {
-        use crd_schema::Target;
         let now: jiff::Timestamp = "2026-11-29T12:00:00Z".parse().unwrap_or_default();
-        let plain = {
-            let target = Target {
-                cluster: None,
-                namespace: "prod".into(),
-                kind: "Deployment".into(),
-                name: "api".into(),
-                api_version: None,
-            };
-            Signal {
-                source: Source::Prometheus,
-                name: "HighLatency".into(),
-                severity: "critical".into(),
-                fingerprint: target.fingerprint(),
-                target,
-                labels: Default::default(),
-                annotations: Default::default(),
-                firing_time: now,
-                received_time: now,
-                provider_data: None,
-                original_payload: "{}".into(),
-            }
-        };
+        let plain = Signal::sample(now);
         let mut rich = plain.clone();
         rich.source = Source::KubernetesEvents;
         rich.name = "Høj\"latens\" – «prod» ✓ 日本語 \u{1}\t\u{7f}".into();

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use crd_schema::Target;
 use crd_schema::name::{self, Attempt};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -124,27 +123,7 @@ fn created(body: &Value) -> (StatusCode, Value) {
 }
 
 fn signal() -> Signal {
-    let target = Target {
-        cluster: None,
-        namespace: "prod".into(),
-        kind: "Deployment".into(),
-        name: "api".into(),
-        api_version: None,
-    };
-    let now: Timestamp = "2026-11-29T12:00:00Z".parse().unwrap();
-    Signal {
-        source: Source::Prometheus,
-        name: "HighLatency".into(),
-        severity: "critical".into(),
-        fingerprint: target.fingerprint(),
-        target,
-        labels: Default::default(),
-        annotations: Default::default(),
-        firing_time: now,
-        received_time: now,
-        provider_data: None,
-        original_payload: "{}".into(),
-    }
+    Signal::sample("2026-11-29T12:00:00Z".parse().unwrap())
 }
 
 /// The RR of `attempt` as a GET returns it, with `status` and metadata changes applied.
