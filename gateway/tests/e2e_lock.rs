@@ -659,11 +659,12 @@ async fn race_round(
         } else if cli_lead_ms > 0 {
             tokio::time::sleep(Duration::from_millis(cli_lead_ms.unsigned_abs())).await;
         }
-        // A client of its own per storm, which never keeps a connection idle long enough for a
-        // replica to close it under a request (the shared one, idle while the CLI runs of a late
-        // round start, met `IncompleteMessage` on a loaded machine).
+        // A client of its own per storm with a fresh connection per request: no pooled keep-alive
+        // connection can be closed by a replica just as a request is written on it. The shared client,
+        // idle while the CLI runs of a late round started, met `IncompleteMessage` on a loaded
+        // machine, and so did one with a 500 ms idle timeout (once, at load average 10).
         let http = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_millis(500))
+            .pool_max_idle_per_host(0)
             .build()
             .unwrap();
         // Like Alertmanager, an alert answered 503 is sent again after `Retry-After` (a loaded
