@@ -700,3 +700,126 @@ async fn a_fresh_store_reports_what_migrate_schema_applied() {
     assert_eq!(mode, "wal");
     store.close().await;
 }
+
+/// docs/audit.md, "Store": the SQLite WAL is checkpointed at SQLite's threshold of 1,000 pages (16
+/// KiB each in a new store) right after the commit that crossed it, and the file is reused: however
+/// much is appended, the `-wal` file stays within the threshold plus one batch, and what was appended
+/// is in the database file itself.
+#[tokio::test]
+async fn the_sqlite_wal_is_checkpointed_and_reused_within_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let wal = dir.path().join("audit.db-wal");
+    let config = StoreConfig::new(format!("sqlite://{}", path.display())).for_batch_writer();
+    let store = AuditStore::open_with(&config).await.unwrap();
+    const THRESHOLD: u64 = 1_000 * 16_384;
+    let pad = "x".repeat(2_000);
+    let mut largest_wal = 0;
+    // What one batch adds to the WAL (its pages, index pages, frame headers): the first batch's.
+    let mut batch_wal = None;
+    let (batches, per_batch) = (50u64, 256u64);
+    for b in 0..batches {
+        let batch: Vec<AuditEvent> = (0..per_batch)
+            .map(|i| {
+                let n = b * per_batch + i;
+                let mut ev = event(&format!("rr-{}", i % 7), n, None);
+                ev.event_data = json!({ "n": n, "pad": pad }).into();
+                ev
+            })
+            .collect();
+        store.append_batch(&batch).await.unwrap();
+        let size = std::fs::metadata(&wal).unwrap().len();
+        batch_wal.get_or_insert(size);
+        largest_wal = largest_wal.max(size);
+    }
+    assert_eq!(store.count().await.unwrap(), batches * per_batch);
+    let db_bytes = std::fs::metadata(&path).unwrap().len();
+    eprintln!("WAL: largest {largest_wal} B, one batch {batch_wal:?} B; database {db_bytes} B");
+    // ~30 MB appended: without checkpoints the WAL would hold all of it and the database file none.
+    assert!(
+        db_bytes > THRESHOLD,
+        "database file {db_bytes} B: the WAL was not checkpointed into it"
+    );
+    // At most the threshold plus the batch that crossed it (allowing that batch twice the first's
+    // pages: later batches also split index pages).
+    let limit = THRESHOLD + 2 * batch_wal.unwrap();
+    assert!(
+        largest_wal <= limit,
+        "the WAL reached {largest_wal} B, over {limit} B"
+    );
+    // Closing the store (its last connection) checkpoints the rest and removes the file.
+    store.close().await;
+    assert!(!wal.exists(), "the -wal file outlived the store");
+}
+
+/// docs/audit.md, "Store": a store created with 4 KiB pages (every release before 16 KiB became the
+/// default) keeps them; converted offline with the statements given there it has 16 KiB pages, every
+/// event, and chains that still verify.
+#[tokio::test]
+async fn an_old_4_kib_store_converted_offline_keeps_its_events_and_chains() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let url = format!("sqlite://{}", path.display());
+    // A store as older releases created it: 4 KiB pages, WAL.
+    let old = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .page_size(4096)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+    sqlx::SqliteConnection::connect_with(&old)
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+    let page_size = || async {
+        let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let page: i64 = sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+        page
+    };
+    let store = AuditStore::open_with(&StoreConfig::new(&url).for_batch_writer())
+        .await
+        .unwrap();
+    let batch: Vec<AuditEvent> = (0..300u64)
+        .map(|n| event(&format!("rr-{}", n % 5), n, None))
+        .collect();
+    store.append_batch(&batch).await.unwrap();
+    store.close().await;
+    assert_eq!(
+        page_size().await,
+        4096,
+        "an existing store keeps its page size"
+    );
+
+    // The offline conversion (gateway stopped): out of WAL, new page size, rebuild, back to WAL.
+    let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    for sql in [
+        "PRAGMA journal_mode = DELETE",
+        "PRAGMA page_size = 16384",
+        "VACUUM",
+        "PRAGMA journal_mode = WAL",
+    ] {
+        sqlx::query(sql).execute(&mut c).await.unwrap();
+    }
+    c.close().await.unwrap();
+    assert_eq!(page_size().await, 16384);
+
+    let store = AuditStore::open_with(&StoreConfig::new(&url).for_batch_writer())
+        .await
+        .unwrap();
+    assert_eq!(store.count().await.unwrap(), 300);
+    // Appending goes on in the same chains, and everything verifies.
+    store
+        .append_batch(&[event("rr-0", 300, None)])
+        .await
+        .unwrap();
+    let report = store.verify().await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(all(&store, "rr-0").await.len(), 61);
+    store.close().await;
+}
