@@ -170,6 +170,54 @@ async fn a_slow_body_is_cut_off_by_its_own_timeout_and_frees_its_slot() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
 
+/// A stalled body that reports when the handler first reads it: the request is past the shedder
+/// and holds one of the replica's slots.
+fn stalled_body_reporting(reading: tokio::sync::mpsc::UnboundedSender<()>) -> Body {
+    let first = futures::stream::once(async move {
+        let _ = reading.send(());
+        Ok::<_, std::io::Error>(b"{\"alerts\":[".to_vec())
+    });
+    Body::from_stream(first.chain(futures::stream::pending()))
+}
+
+#[tokio::test]
+async fn a_request_beyond_the_concurrency_limit_is_shed_at_once_with_a_503() {
+    let f = fixture().await;
+    synced(&f);
+    let (reading, mut read) = tokio::sync::mpsc::unbounded_channel();
+    // Every one of the 8 slots is held by a stalled body (answered 408 after the 300 ms body timeout)…
+    let holders = futures::future::join_all((0..8).map(|_| {
+        send(
+            &f,
+            post(
+                PROM,
+                Some("application/json"),
+                stalled_body_reporting(reading.clone()),
+            ),
+        )
+    }));
+    // …and while they are, a ninth request is refused before its body is read.
+    let ninth = async {
+        for _ in 0..8 {
+            read.recv().await.unwrap();
+        }
+        send(&f, post(PROM, Some("application/json"), "{}")).await
+    };
+    let (held, (s, h, b)) = tokio::join!(holders, ninth);
+    assert_problem(s, &h, &b, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        b["detail"]
+            .as_str()
+            .unwrap()
+            .contains("too many requests in flight"),
+        "{b}"
+    );
+    assert_eq!(h["retry-after"], "1");
+    for (s, _, _) in held {
+        assert_eq!(s, StatusCode::REQUEST_TIMEOUT);
+    }
+}
+
 #[tokio::test]
 async fn a_batch_that_expands_past_its_byte_budget_is_a_413() {
     let f = fixture().await;

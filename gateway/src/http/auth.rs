@@ -69,8 +69,11 @@ impl From<&AuthError> for Problem {
     }
 }
 
-pub async fn layer(State(auth): State<Auth>, mut req: Request, next: Next) -> Response {
-    let caller = match &auth {
+/// Authenticates and authorises the request (layer 7 of `http::edge`): on success the [`Caller`] is
+/// in the request's extensions, else the answer is the refusal (a problem; 401s carry
+/// `WWW-Authenticate: Bearer`).
+pub async fn authenticate(auth: &Auth, req: &mut Request) -> Result<(), Response> {
+    let caller = match auth {
         Auth::None => Caller::anonymous(),
         Auth::Kubernetes(authenticator) => {
             let action = action_of(req.uri().path());
@@ -93,13 +96,21 @@ pub async fn layer(State(auth): State<Auth>, mut req: Request, next: Next) -> Re
                             header::HeaderValue::from_static("Bearer"),
                         );
                     }
-                    return resp;
+                    return Err(resp);
                 }
             }
         }
     };
     req.extensions_mut().insert(caller);
-    next.run(req).await
+    Ok(())
+}
+
+/// [`authenticate`] as a middleware of its own, for a router without the ingestion port's edge.
+pub async fn layer(State(auth): State<Auth>, mut req: Request, next: Next) -> Response {
+    match authenticate(&auth, &mut req).await {
+        Ok(()) => next.run(req).await,
+        Err(refused) => refused,
+    }
 }
 
 #[cfg(test)]

@@ -91,23 +91,23 @@ pub async fn prometheus(
     let x_timestamp = headers
         .get("x-timestamp")
         .map(|v| v.to_str().unwrap_or("(not text)"));
-    let decoded =
+    let mut decoded =
         adapters::decode_alertmanager(&bytes, x_timestamp, Timestamp::now(), &ingest.adapters)
             .map_err(|e| Problem::from(&e))?;
     let origin = ingest.origin(&request_id, &caller);
     let pipeline = &ingest.pipeline;
-    let single = decoded.len() == 1;
-    let mut decided: Vec<Decided<'_>> = futures::stream::iter(decoded)
+    if decoded.len() == 1
+        && let Some(only) = decoded.pop()
+    {
+        // A webhook of one alert (the storm's shape) is answered like a single signal.
+        let item = pipeline.decide(Source::Prometheus, only, &origin).await;
+        return answer_single(pipeline, item);
+    }
+    let decided: Vec<Decided<'_>> = futures::stream::iter(decoded)
         .map(|d| pipeline.decide(Source::Prometheus, d, &origin))
         .buffered(BATCH_CONCURRENCY)
         .collect()
         .await;
-    if single {
-        let item = decided
-            .pop()
-            .expect("a batch of one alert has exactly one result");
-        return answer_single(pipeline, item);
-    }
     let retryable = decided.iter().filter(|d| d.is_retryable()).count();
     if retryable > 0 {
         // Alertmanager retries 5xx only; re-delivery is safe because admission is idempotent.

@@ -1,7 +1,10 @@
 //! The HTTP surface: the ingestion port (signals and audit lookups), the health port and the metrics
 //! port.
 //!
-//! Layers of the ingestion router, outermost first — the order is the design:
+//! What every request of the ingestion port passes through before its handler, outermost first — the
+//! order is the design. It is one middleware, [`edge`], a sequence of steps rather than a stack of
+//! layers: axum clones a layer's whole inner stack and boxes it for every request, which cost the
+//! duplicate path more CPU than these steps themselves (docs/benchmarks.md, "One edge middleware").
 //! 1. request ID (every response carries `X-Request-ID`);
 //! 2. problem rendering (every error leaves as RFC 7807 with that ID, and is counted), then panic
 //!    catching (a panicking handler answers a counted 500 problem, the process keeps serving);
@@ -83,82 +86,136 @@ pub struct Limits {
     pub request_timeout: Duration,
 }
 
-/// The server span of a request, child of the caller's W3C trace context when one is sent.
-async fn trace_span(req: Request, next: Next) -> Response {
+/// The gates of the ingestion port (steps 3–8 of the module docs), built once.
+#[derive(Debug)]
+struct Gates {
+    readiness: Arc<Readiness>,
+    /// Load shedding: one permit per request in flight.
+    permits: Semaphore,
+    request_timeout: Duration,
+    auth: auth::Auth,
+}
+
+/// What [`edge`] holds: the metrics problems and panics are counted with, and the gates (`None` for
+/// a router that only needs problems rendered, as in tests).
+#[derive(Debug)]
+struct Edge {
+    metrics: Metrics,
+    gates: Option<Gates>,
+}
+
+/// The ingestion port's one middleware: the steps of the module docs, in that order.
+async fn edge(State(edge): State<Arc<Edge>>, mut req: Request, next: Next) -> Response {
+    use futures::FutureExt;
+    // 1. The request ID, on the request for handlers and audit events, and on every answer.
+    let request_id = request_id::RequestId::of(req.headers());
+    req.extensions_mut().insert(request_id.clone());
+    // A `Uri` clone shares the bytes hyper parsed; the path is needed only to render a problem.
+    let uri = req.uri().clone();
+    let inner = async {
+        match &edge.gates {
+            Some(gates) => traced(gates, req, next).await,
+            None => next.run(req).await,
+        }
+    };
+    // 2. A panic anywhere inside becomes a counted 500 problem; the process keeps serving.
+    let resp = match std::panic::AssertUnwindSafe(inner).catch_unwind().await {
+        Ok(resp) => resp,
+        Err(panic) => problem::panicked(&edge.metrics, &*panic),
+    };
+    // 2. Every problem is rendered here, with the path and the request ID, and counted.
+    let mut resp = problem::render(resp, &edge.metrics, uri.path(), &request_id);
+    request_id.stamp(&mut resp);
+    resp
+}
+
+/// Step 3: the server span of the request, child of the caller's W3C trace context when one is
+/// sent; the gates and the handler run inside it.
+async fn traced(gates: &Gates, req: Request, next: Next) -> Response {
     use tracing::Instrument;
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let request_id = req
-        .extensions()
-        .get::<request_id::RequestId>()
-        .cloned()
-        .unwrap_or_default();
-    let span = tracing::info_span!(
-        "request",
-        otel.kind = "server",
-        http.request.method = %req.method(),
-        http.route = %route,
-        request_id = %request_id.as_str(),
-        http.response.status_code = tracing::field::Empty,
-    );
+    let span = {
+        let route = req
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map_or("unmatched", |p| p.as_str());
+        let request_id = req
+            .extensions()
+            .get::<request_id::RequestId>()
+            .map_or("", |id| id.as_str());
+        tracing::info_span!(
+            "request",
+            otel.kind = "server",
+            http.request.method = %req.method(),
+            http.route = %route,
+            request_id = %request_id,
+            http.response.status_code = tracing::field::Empty,
+        )
+    };
     crate::telemetry::accept_trace_context(&span, req.headers());
-    let resp = next.run(req).instrument(span.clone()).await;
+    let resp = gated(gates, req, next).instrument(span.clone()).await;
     span.record("http.response.status_code", resp.status().as_u16());
     resp
 }
 
-async fn readiness_gate(State(ready): State<Arc<Readiness>>, req: Request, next: Next) -> Response {
-    if !ready.can_serve() {
+/// Steps 4–8: readiness, load shedding, the deadline, authentication, the content type.
+async fn gated(gates: &Gates, mut req: Request, next: Next) -> Response {
+    // 4. 503 until the index has synced (draining does not stop serving: `Readiness::can_serve`).
+    if !gates.readiness.can_serve() {
         return Problem::unavailable(
             "this replica is not ready (RR index, API discovery or namespace watch not synced, or shutting down)",
             Duration::from_secs(1),
         )
         .into_response();
     }
-    next.run(req).await
-}
-
-async fn shed_load(State(permits): State<Arc<Semaphore>>, req: Request, next: Next) -> Response {
-    let Ok(_permit) = permits.try_acquire() else {
+    // 5. Shed at once (503 + Retry-After, never 429, which Alertmanager does not retry) instead of
+    // queueing.
+    let Ok(_permit) = gates.permits.try_acquire() else {
         return Problem::unavailable(
             "too many requests in flight on this replica",
             Duration::from_secs(1),
         )
         .into_response();
     };
-    next.run(req).await
-}
-
-async fn deadline(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
-    // Admission bounds its own API calls by the same deadline; this is the backstop that guarantees
-    // an answer, with a grace period so admission normally answers first.
-    match tokio::time::timeout(timeout + Duration::from_secs(1), next.run(req)).await {
+    let guarded = async {
+        // 7. Authentication, before any byte of the body is read.
+        if let Err(refused) = auth::authenticate(&gates.auth, &mut req).await {
+            return refused;
+        }
+        // 8. Content type; the handler reads the body under the one limit.
+        if let Err(problem) = require_json(&req) {
+            return problem.into_response();
+        }
+        next.run(req).await
+    };
+    // 6. The deadline. Admission bounds its own API calls by the same deadline; this is the backstop
+    // that guarantees an answer, with a grace period so admission normally answers first.
+    match tokio::time::timeout(gates.request_timeout + Duration::from_secs(1), guarded).await {
         Ok(resp) => resp,
         Err(_) => Problem::unavailable("the request deadline passed", Duration::from_secs(1))
             .into_response(),
     }
 }
 
-async fn require_json(req: Request, next: Next) -> Response {
-    if req.method() == Method::POST {
-        let ct = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        let is_json = ct
-            .and_then(|ct| ct.split(';').next())
-            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-        if !is_json {
-            return Problem::unsupported_media_type(ct).into_response();
-        }
+/// A POST must declare `application/json` (415 otherwise).
+fn require_json(req: &Request) -> Result<(), Problem> {
+    if req.method() != Method::POST {
+        return Ok(());
     }
-    next.run(req).await
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let is_json = ct
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if is_json {
+        Ok(())
+    } else {
+        Err(Problem::unsupported_media_type(ct))
+    }
 }
 
-/// The ingestion router with all its layers.
+/// The ingestion router with its edge.
 pub fn ingestion_router(
     ingest: Arc<ingest::Ingest>,
     lookups: Router,
@@ -176,37 +233,36 @@ pub fn ingestion_router(
         .with_state(ingest)
         .merge(lookups)
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
-        .fallback(|| async { Problem::not_found() })
-        .layer(middleware::from_fn(require_json))
-        .layer(middleware::from_fn_with_state(auth, auth::layer))
-        .layer(middleware::from_fn_with_state(
-            limits.request_timeout,
-            deadline,
-        ))
-        .layer(middleware::from_fn_with_state(
-            Arc::new(Semaphore::new(limits.max_concurrency)),
-            shed_load,
-        ))
-        .layer(middleware::from_fn_with_state(readiness, readiness_gate))
-        .layer(middleware::from_fn(trace_span));
-    with_problem_layers(router, &metrics)
+        .fallback(|| async { Problem::not_found() });
+    with_edge(
+        router,
+        Edge {
+            metrics,
+            gates: Some(Gates {
+                readiness,
+                permits: Semaphore::new(limits.max_concurrency),
+                request_timeout: limits.request_timeout,
+                auth,
+            }),
+        },
+    )
 }
 
-/// The outermost layers of the ingestion port, shared with tests: a panic in anything inside
-/// becomes a counted 500 problem (2.), every problem is rendered and counted (1.), every answer
-/// carries `X-Request-ID`.
+/// The edge without the gates, shared with tests: a panic in anything inside becomes a counted 500
+/// problem, every problem is rendered and counted, every answer carries `X-Request-ID`.
 pub fn with_problem_layers(router: Router, metrics: &Metrics) -> Router {
-    // Both layers clone what they hold for every request: an `Arc` is one counter, where `Metrics`
-    // itself is a few dozen (docs/benchmarks.md, "The writer on its own thread").
-    let metrics = Arc::new(metrics.clone());
-    let on_panic = {
-        let metrics = metrics.clone();
-        move |panic: Box<dyn std::any::Any + Send + 'static>| problem::panicked(&metrics, &*panic)
-    };
-    router
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
-        .layer(middleware::from_fn_with_state(metrics, problem::render))
-        .layer(middleware::from_fn(request_id::layer))
+    with_edge(
+        router,
+        Edge {
+            metrics: metrics.clone(),
+            gates: None,
+        },
+    )
+}
+
+fn with_edge(router: Router, edge: Edge) -> Router {
+    // One layer: axum boxes and clones each layer's inner service per request.
+    router.layer(middleware::from_fn_with_state(Arc::new(edge), self::edge))
 }
 
 /// `/healthz` (the process serves), `/readyz` (it should receive traffic), and

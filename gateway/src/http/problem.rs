@@ -6,13 +6,10 @@
 //! internal error text reaches a client: `detail` is always written here or by an adapter about the
 //! client's own input.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -264,7 +261,7 @@ impl HandlerPanicked {
     }
 }
 
-/// The answer to a request whose handler panicked (after `tower_http::catch_panic`): a 500 problem,
+/// The answer to a request whose handler panicked (caught by `http::edge`): a 500 problem,
 /// rendered with the request ID by [`render`] like every other. The panic message is logged, never
 /// sent.
 pub fn panicked(metrics: &Metrics, panic: &(dyn std::any::Any + Send)) -> Response {
@@ -278,28 +275,23 @@ pub fn panicked(metrics: &Metrics, panic: &(dyn std::any::Any + Send)) -> Respon
     Problem::internal("the request failed unexpectedly; it has been logged").into_response()
 }
 
-/// Middleware: renders [`Problem`] extensions into `application/problem+json` bodies, and counts them.
-pub async fn render(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
-    let instance = req.uri().path().to_owned();
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .cloned()
-        .unwrap_or_default();
-    let mut resp = next.run(req).await;
+/// Renders a response's [`Problem`] extension, if it carries one, into an `application/problem+json`
+/// body naming the request's path (`instance`) and ID, and counts it; any other response is returned
+/// as it is. Called once per request by the ingestion port's edge (`http::edge`).
+pub fn render(mut resp: Response, metrics: &Metrics, path: &str, request_id: &RequestId) -> Response {
     let Some(problem) = resp.extensions_mut().remove::<Problem>() else {
         return resp;
     };
     ProblemAnswered {
         status: problem.status,
     }
-    .emit(&metrics);
+    .emit(metrics);
     let body = Rendered {
         type_: problem.type_uri(),
         title: problem.title,
         status: problem.status.as_u16(),
         detail: &problem.detail,
-        instance: &sanitize(&instance),
+        instance: &sanitize(path),
         request_id: request_id.as_str(),
     };
     let json = serde_json::to_vec(&body).unwrap_or_default();
@@ -311,7 +303,7 @@ pub async fn render(State(metrics): State<Arc<Metrics>>, req: Request, next: Nex
         out.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
-    // Keep headers set by inner layers (X-Request-ID).
+    // Keep headers set by inner layers (`WWW-Authenticate`).
     for (k, v) in resp.headers() {
         if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
             out.headers_mut().insert(k.clone(), v.clone());

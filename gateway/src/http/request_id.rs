@@ -1,9 +1,7 @@
 //! `X-Request-ID`: accepted from the client only when it is a short token of safe characters (so it
 //! can never break a log line), otherwise generated; always echoed on the response.
 
-use axum::extract::Request;
-use axum::http::HeaderValue;
-use axum::middleware::Next;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 
 pub const HEADER: &str = "x-request-id";
@@ -30,18 +28,21 @@ impl RequestId {
     }
 }
 
-pub async fn layer(mut req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get(HEADER)
-        .and_then(RequestId::from_client)
-        .unwrap_or_else(RequestId::generate);
-    req.extensions_mut().insert(id.clone());
-    let mut resp = next.run(req).await;
-    if let Ok(v) = HeaderValue::from_str(id.as_str()) {
-        resp.headers_mut().insert(HEADER, v);
+impl RequestId {
+    /// The client's ID when it is safe to keep, else a new one (`http::edge`, layer 1).
+    pub fn of(headers: &HeaderMap) -> Self {
+        headers
+            .get(HEADER)
+            .and_then(Self::from_client)
+            .unwrap_or_else(Self::generate)
     }
-    resp
+
+    /// Echoes the ID on the response.
+    pub fn stamp(&self, resp: &mut Response) {
+        if let Ok(v) = HeaderValue::from_str(self.as_str()) {
+            resp.headers_mut().insert(HEADER, v);
+        }
+    }
 }
 
 #[cfg(test)]
