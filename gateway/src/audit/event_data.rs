@@ -249,6 +249,21 @@ impl ObjectBuilder {
         })
     }
 
+    /// The JSON object in `text`, written canonically without building a tree
+    /// ([`write_canonical`]); no member when `text` is not a JSON object.
+    pub fn json_object(&mut self, key: &'static str, text: &str) -> &mut Self {
+        let start = self.buf.len();
+        if text.trim_start().starts_with('{') && write_canonical(&mut self.buf, text) {
+            self.members.push(Member {
+                key,
+                at: start..self.buf.len(),
+            });
+        } else {
+            self.buf.truncate(start);
+        }
+        self
+    }
+
     /// A nested object.
     pub fn object(&mut self, key: &'static str, nested: ObjectBuilder) -> &mut Self {
         let nested = nested.finish();
@@ -290,6 +305,73 @@ impl ObjectBuilder {
         }
         json.push('}');
         EventData { json, slot }
+    }
+}
+
+/// Writes the JSON text `text` in canonical form ([`write_value`]'s output for its parsed tree) without
+/// building the tree: each object is read as its members borrowed from `text` (sorted by a
+/// `BTreeMap`, the last of two equal keys kept, as in a parsed map), each array as borrowed items, each
+/// string without escapes as a borrowed `&str`; anything else (a key or string with escapes, a number,
+/// `true`/`false`/`null`) goes through serde_json's own `Value`, so the output is the same. Returns
+/// `false` if `text` is not JSON (what was written is then garbage for the caller to drop).
+///
+/// On the request path this replaced parsing each alert's original payload into a `Value` tree to
+/// write it sorted (docs/benchmarks.md, "One edge middleware").
+pub fn write_canonical(out: &mut String, text: &str) -> bool {
+    match text.trim_start().as_bytes().first() {
+        Some(b'{') => match serde_json::from_str::<BTreeMap<&str, &RawValue>>(text) {
+            Ok(members) => {
+                out.push('{');
+                for (i, (k, v)) in members.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_string(out, k);
+                    out.push(':');
+                    if !write_canonical(out, v.get()) {
+                        return false;
+                    }
+                }
+                out.push('}');
+                true
+            }
+            // A key with escapes cannot be borrowed.
+            Err(_) => write_parsed(out, text),
+        },
+        Some(b'[') => match serde_json::from_str::<Vec<&RawValue>>(text) {
+            Ok(items) => {
+                out.push('[');
+                for (i, v) in items.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    if !write_canonical(out, v.get()) {
+                        return false;
+                    }
+                }
+                out.push(']');
+                true
+            }
+            Err(_) => write_parsed(out, text),
+        },
+        Some(b'"') => match serde_json::from_str::<&str>(text) {
+            Ok(s) => {
+                write_string(out, s);
+                true
+            }
+            Err(_) => write_parsed(out, text),
+        },
+        _ => write_parsed(out, text),
+    }
+}
+
+fn write_parsed(out: &mut String, text: &str) -> bool {
+    match serde_json::from_str::<Value>(text) {
+        Ok(v) => {
+            write_value(out, &v);
+            true
+        }
+        Err(_) => false,
     }
 }
 
@@ -353,6 +435,44 @@ mod tests {
         data.insert("added", json!({"b": 1, "a": 2}));
         tree["added"] = json!({"b": 1, "a": 2});
         assert_eq!(data.as_str(), canonical_json(&tree));
+    }
+
+    #[test]
+    fn json_text_is_written_as_its_parsed_trees_canonical_form() {
+        let cases = [
+            r#"{"labels":{"severity":"critical","alertname":"KubePodCrashLooping","namespace":"prod"},"annotations":{"summary":"Pod is crash looping"},"startsAt":"2026-11-30T05:00:00Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://prometheus/graph?g0.expr=x&g0.tab=1","fingerprint":"a1b2c3d4e5f60718","status":"firing"}"#,
+            r#" { "b" : [ 1 , 2.50 , -0.0 , 1e300 , 12345678901234567890 , -9223372036854775808 , true , null ] , "a" : { } , "c" : [ ] } "#,
+            r#"{"k\u00e9y":"v","ke\"y":"\u0001\t\"\\/","é":"ü","z":{"y":{"x":[{"b":1,"a":2}]}}}"#,
+            r#"{"dup":1,"dup":{"b":2,"a":1},"A":"\ud83d\ude00","line":"a\nb"}"#,
+            r#"{"n":1.0,"m":0.1,"e":1E-7,"big":1.7976931348623157e308,"neg":-12}"#,
+        ];
+        for text in cases {
+            let tree: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+            assert!(tree.is_object(), "{text}");
+            let mut out = String::new();
+            assert!(write_canonical(&mut out, text), "{text}");
+            assert_eq!(out, canonical_json(&tree), "{text}");
+            let mut b = ObjectBuilder::default();
+            b.json_object("original_payload", text).str("a", "b");
+            let mut expected = serde_json::Map::new();
+            expected.insert("original_payload".into(), tree);
+            expected.insert("a".into(), json!("b"));
+            assert_eq!(
+                b.finish().as_str(),
+                canonical_json(&Value::Object(expected))
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_json_object_becomes_a_member() {
+        for text in [
+            "", "[1]", "\"x\"", "1", "null", "{", "{\"a\":}", "{} x", "not json",
+        ] {
+            let mut b = ObjectBuilder::default();
+            b.json_object("original_payload", text).int("n", 1);
+            assert_eq!(b.finish().as_str(), r#"{"n":1}"#, "{text:?}");
+        }
     }
 
     #[test]

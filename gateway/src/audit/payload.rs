@@ -21,8 +21,6 @@
 //! schema's: the schema allows extra keys, namegate's own store keeps them (lookups group by
 //! `rr_uid`), and DataStorage drops them on decode.
 
-use serde_json::Value;
-
 use super::event::{AuditEvent, EventOutcome, EventType};
 use super::event_data::ObjectBuilder;
 use crate::signal::{InvalidSignal, Signal, Source};
@@ -164,10 +162,7 @@ fn reconstruction_bytes(s: &Signal) -> usize {
 /// What DataStorage needs to rebuild the RR spec: the signal's own JSON (when it is an object, as
 /// kubernaut sends it), labels and annotations (`{}` when empty).
 fn reconstruction_fields(m: &mut ObjectBuilder, s: &Signal) {
-    // Parsed to write its keys sorted; the tree lives and dies on this thread.
-    if let Ok(original @ Value::Object(_)) = serde_json::from_str::<Value>(&s.original_payload) {
-        m.value("original_payload", &original);
-    }
+    m.json_object("original_payload", &s.original_payload);
     m.string_map("signal_labels", &s.labels)
         .string_map("signal_annotations", &s.annotations);
 }

@@ -278,7 +278,12 @@ pub fn panicked(metrics: &Metrics, panic: &(dyn std::any::Any + Send)) -> Respon
 /// Renders a response's [`Problem`] extension, if it carries one, into an `application/problem+json`
 /// body naming the request's path (`instance`) and ID, and counts it; any other response is returned
 /// as it is. Called once per request by the ingestion port's edge (`http::edge`).
-pub fn render(mut resp: Response, metrics: &Metrics, path: &str, request_id: &RequestId) -> Response {
+pub fn render(
+    mut resp: Response,
+    metrics: &Metrics,
+    path: &str,
+    request_id: &RequestId,
+) -> Response {
     let Some(problem) = resp.extensions_mut().remove::<Problem>() else {
         return resp;
     };
