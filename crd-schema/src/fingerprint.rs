@@ -171,7 +171,13 @@ impl Fingerprint {
     }
 
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        // `hex::encode` pushes one char at a time; this fills 64 bytes at once (it runs several times
+        // per request on the duplicate path).
+        let mut buf = [0u8; 64];
+        match hex::encode_to_slice(self.0, &mut buf).map(|()| std::str::from_utf8(&buf)) {
+            Ok(Ok(hex)) => hex.to_owned(),
+            _ => hex::encode(self.0),
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! Consumers that need a tree (the DataStorage wire form, tests) parse it with [`EventData::to_value`],
 //! off the hot path.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fmt::Write as _;
@@ -258,8 +259,6 @@ impl ObjectBuilder {
                 key,
                 at: start..self.buf.len(),
             });
-        } else {
-            self.buf.truncate(start);
         }
         self
     }
@@ -308,70 +307,148 @@ impl ObjectBuilder {
     }
 }
 
-/// Writes the JSON text `text` in canonical form ([`write_value`]'s output for its parsed tree) without
-/// building the tree: each object is read as its members borrowed from `text` (sorted by a
-/// `BTreeMap`, the last of two equal keys kept, as in a parsed map), each array as borrowed items, each
-/// string without escapes as a borrowed `&str`; anything else (a key or string with escapes, a number,
-/// `true`/`false`/`null`) goes through serde_json's own `Value`, so the output is the same. Returns
-/// `false` if `text` is not JSON (what was written is then garbage for the caller to drop).
+/// Writes the JSON text `text` in canonical form — [`write_value`]'s output for its parsed tree —
+/// from one parse into a borrowed [`Node`] tree (strings without escapes borrowed from `text`, members
+/// in a `Vec`), instead of serde_json's owned `Value`. Returns `false` (writing nothing) if `text` is
+/// not JSON.
 ///
-/// On the request path this replaced parsing each alert's original payload into a `Value` tree to
-/// write it sorted (docs/benchmarks.md, "One edge middleware").
+/// On the request path this replaced parsing each alert's original payload into a `Value` to write it
+/// sorted (docs/benchmarks.md, "One edge middleware").
 pub fn write_canonical(out: &mut String, text: &str) -> bool {
-    match text.trim_start().as_bytes().first() {
-        Some(b'{') => match serde_json::from_str::<BTreeMap<&str, &RawValue>>(text) {
-            Ok(members) => {
-                out.push('{');
-                for (i, (k, v)) in members.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write_string(out, k);
-                    out.push(':');
-                    if !write_canonical(out, v.get()) {
-                        return false;
-                    }
-                }
-                out.push('}');
-                true
-            }
-            // A key with escapes cannot be borrowed.
-            Err(_) => write_parsed(out, text),
-        },
-        Some(b'[') => match serde_json::from_str::<Vec<&RawValue>>(text) {
-            Ok(items) => {
-                out.push('[');
-                for (i, v) in items.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    if !write_canonical(out, v.get()) {
-                        return false;
-                    }
-                }
-                out.push(']');
-                true
-            }
-            Err(_) => write_parsed(out, text),
-        },
-        Some(b'"') => match serde_json::from_str::<&str>(text) {
-            Ok(s) => {
-                write_string(out, s);
-                true
-            }
-            Err(_) => write_parsed(out, text),
-        },
-        _ => write_parsed(out, text),
-    }
-}
-
-fn write_parsed(out: &mut String, text: &str) -> bool {
-    match serde_json::from_str::<Value>(text) {
-        Ok(v) => {
-            write_value(out, &v);
+    match serde_json::from_str::<Node<'_>>(text) {
+        Ok(node) => {
+            node.write(out);
             true
         }
         Err(_) => false,
+    }
+}
+
+/// A parsed JSON value that borrows what it can from the text.
+enum Node<'a> {
+    Null,
+    Bool(bool),
+    /// Built as `Value` builds its numbers, so it prints the same.
+    Number(serde_json::Number),
+    Str(Cow<'a, str>),
+    Array(Vec<Node<'a>>),
+    /// In the text's order; sorted (and de-duplicated, the last kept, as a map does) when written.
+    Object(Vec<(Cow<'a, str>, Node<'a>)>),
+}
+
+impl Node<'_> {
+    fn write(self, out: &mut String) {
+        match self {
+            Node::Null => out.push_str("null"),
+            Node::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+            Node::Number(n) => {
+                let _ = write!(out, "{n}");
+            }
+            Node::Str(s) => write_string(out, &s),
+            Node::Array(items) => {
+                out.push('[');
+                for (i, item) in items.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    item.write(out);
+                }
+                out.push(']');
+            }
+            Node::Object(mut members) => {
+                // Stable: of equal keys the last stays last, and only the last is written.
+                members.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                out.push('{');
+                let mut first = true;
+                let mut members = members.into_iter().peekable();
+                while let Some((k, v)) = members.next() {
+                    if members.peek().is_some_and(|(next, _)| *next == k) {
+                        continue;
+                    }
+                    if !first {
+                        out.push(',');
+                    }
+                    first = false;
+                    write_string(out, &k);
+                    out.push(':');
+                    v.write(out);
+                }
+                out.push('}');
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Node<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NodeVisitor)
+    }
+}
+
+/// A key, borrowed unless it has escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_str(NodeVisitor)
+            .and_then(|n| match n {
+                Node::Str(s) => Ok(Key(s)),
+                _ => Err(serde::de::Error::custom("a key must be a string")),
+            })
+    }
+}
+
+struct NodeVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NodeVisitor {
+    type Value = Node<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Node<'de>, E> {
+        Ok(Node::Null)
+    }
+    fn visit_none<E>(self) -> Result<Node<'de>, E> {
+        Ok(Node::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Node<'de>, E> {
+        Ok(Node::Bool(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Node<'de>, E> {
+        Ok(Node::Number(v.into()))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Node<'de>, E> {
+        Ok(Node::Number(v.into()))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Node<'de>, E> {
+        serde_json::Number::from_f64(v)
+            .map(Node::Number)
+            .ok_or_else(|| E::custom("not a finite number"))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Node<'de>, E> {
+        Ok(Node::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Node<'de>, E> {
+        Ok(Node::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Node<'de>, E> {
+        Ok(Node::Str(Cow::Owned(v)))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Node<'de>, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Node::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        while let Some((Key(k), v)) = map.next_entry::<Key<'de>, Node<'de>>()? {
+            members.push((k, v));
+        }
+        Ok(Node::Object(members))
     }
 }
 
