@@ -171,13 +171,18 @@ impl Fingerprint {
     }
 
     pub fn to_hex(&self) -> String {
-        // `hex::encode` pushes one char at a time; this fills 64 bytes at once (it runs several times
-        // per request on the duplicate path).
-        let mut buf = [0u8; 64];
-        match hex::encode_to_slice(self.0, &mut buf).map(|()| std::str::from_utf8(&buf)) {
-            Ok(Ok(hex)) => hex.to_owned(),
-            _ => hex::encode(self.0),
-        }
+        hex32(&self.0)
+    }
+}
+
+/// 32 bytes (a SHA-256 digest) as 64 lowercase hex digits. `hex::encode` pushes one char at a time;
+/// this fills the 64 bytes at once — it runs several times per request on the duplicate path (the
+/// fingerprint in the answer and the audit event, each audit event's chain hash).
+pub fn hex32(bytes: &[u8; 32]) -> String {
+    let mut buf = [0u8; 64];
+    match hex::encode_to_slice(bytes, &mut buf).map(|()| std::str::from_utf8(&buf)) {
+        Ok(Ok(hex)) => hex.to_owned(),
+        _ => hex::encode(bytes),
     }
 }
 
@@ -334,6 +339,16 @@ mod tests {
         let b = a.clone();
         a.api_version = Some("apps/v1beta2".into());
         assert_eq!(a.fingerprint(), b.fingerprint());
+    }
+
+    #[test]
+    fn hex32_is_lowercase_hex_of_every_byte() {
+        for seed in [0u8, 1, 0x7f, 0xff] {
+            let bytes: [u8; 32] =
+                std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(seed));
+            assert_eq!(hex32(&bytes), hex::encode(bytes));
+        }
+        assert_eq!(hex32(&[0xab; 32]), "ab".repeat(32));
     }
 
     #[test]

@@ -138,7 +138,7 @@ fn sha256(prev: &str, canonical: &str) -> String {
     let mut h = Sha256::new();
     h.update(prev.as_bytes());
     h.update(canonical.as_bytes());
-    hex::encode(h.finalize())
+    crd_schema::fingerprint::hex32(&h.finalize().into())
 }
 
 fn hmac_sha256(key: &HmacKey, prev: &str, canonical: &str) -> String {
@@ -149,7 +149,7 @@ fn hmac_sha256(key: &HmacKey, prev: &str, canonical: &str) -> String {
     };
     mac.update(prev.as_bytes());
     mac.update(canonical.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    crd_schema::fingerprint::hex32(&mac.finalize().into_bytes().into())
 }
 
 /// The timestamp precision both engines store exactly (PostgreSQL `timestamptz` has microseconds).
