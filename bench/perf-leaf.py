@@ -6,9 +6,10 @@ For the samples of the threads whose name starts with <thread prefix> (tokio-rt,
 sqlx-sqlite) in a `perf record --call-graph dwarf` of namegate: the share of samples per leaf frame
 (self time) and per frame anywhere on the stack (inclusive). With --under FRAME, only the samples
 with a frame containing FRAME (e.g. decode_alertmanager), and its direct callees instead of the
-inclusive list. Symbols come from `nm` of the binary, as in bench/perf-stages.py."""
-import bisect, re, subprocess, sys
+inclusive list. Symbols come from `nm` of the binary (bench/perfsamples.py)."""
+import sys
 from collections import Counter
+from perfsamples import samples
 
 args = sys.argv[1:]
 under = top = None
@@ -19,43 +20,12 @@ if "--top" in args:
 data, binary, thread = args[:3]
 top = top or 40
 
-nm = subprocess.run(["nm", "-n", "-C", "--defined-only", binary], capture_output=True, text=True).stdout
-addrs, names = [], []
-for line in nm.splitlines():
-    parts = line.split(" ", 2)
-    if len(parts) == 3 and parts[1] in "tTwW":
-        addrs.append(int(parts[0], 16)); names.append(parts[2])
-SHIFT = 0  # perf prints file offsets for a DSO it could not load: vaddr = offset + (p_vaddr - p_offset)
-for l in subprocess.run(["readelf", "-l", "-W", binary], capture_output=True, text=True).stdout.splitlines():
-    f = l.split()
-    if len(f) >= 8 and f[0] == "LOAD" and "E" in "".join(f[6:-1]):
-        SHIFT = int(f[2], 16) - int(f[1], 16)
-exe = binary.rsplit("/", 1)[-1]
-
-
-def sym(a):
-    i = bisect.bisect_right(addrs, a) - 1
-    return names[i] if i >= 0 else "?"
-
-
-out = subprocess.run(["perf", "script", "-i", data, "-F", "comm,ip,dso"], capture_output=True, text=True).stdout
 leaf, incl, callees = Counter(), Counter(), Counter()
 n = total = 0
-for s in out.split("\n\n"):
-    lines = [l for l in s.strip().splitlines() if l.strip()]
-    if not lines or not lines[0].strip().startswith(thread):
+for comm, frames in samples(data, binary):
+    if not comm.startswith(thread):
         continue
     total += 1
-    frames = []
-    for l in lines[1:]:
-        p = l.split()
-        try:
-            a = int(p[0], 16)
-        except (IndexError, ValueError):
-            continue
-        dso = p[-1]
-        name = sym(a + SHIFT) if exe in dso else dso.strip("()").split("/")[-1]
-        frames.append(re.sub(r"::h[0-9a-f]{16}$", "", name))
     if not frames:
         continue
     if under:

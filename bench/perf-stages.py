@@ -6,24 +6,10 @@ Per-stage CPU of a `perf record --call-graph dwarf` of namegate: each sample goe
 frame that names a stage (namegate's own functions), else to the thread's framework (hyper / tokio).
 --inclusive THREAD: for the samples of threads named THREAD (e.g. audit-writer), the share in which
 each of a few writer activities is anywhere on the stack (inclusive; they overlap)."""
-import bisect, re, subprocess, sys
+import re, sys
 from collections import Counter
+from perfsamples import samples
 data, binary = sys.argv[1], sys.argv[2]
-nm = subprocess.run(["nm", "-n", "-C", "--defined-only", binary], capture_output=True, text=True).stdout
-addrs, names = [], []
-for line in nm.splitlines():
-    parts = line.split(" ", 2)
-    if len(parts) == 3 and parts[1] in "tTwW":
-        addrs.append(int(parts[0], 16)); names.append(parts[2])
-# perf prints file offsets for a DSO it could not load: text vaddr = offset + (p_vaddr - p_offset).
-SHIFT = 0
-for l in subprocess.run(["readelf", "-l", "-W", binary], capture_output=True, text=True).stdout.splitlines():
-    f = l.split()  # LOAD offset vaddr paddr filesz memsz flags... align
-    if len(f) >= 8 and f[0] == "LOAD" and "E" in "".join(f[6:-1]):
-        SHIFT = int(f[2], 16) - int(f[1], 16)
-def sym(a):
-    i = bisect.bisect_right(addrs, a) - 1
-    return names[i] if i >= 0 else "?"
 STAGES = [  # (stage, regex on the demangled frame)
     ("chain hash (SHA-256)", r"ChainHasher::hash|sha2::|chain::sha256|chain::hmac"),
     ("audit serialise (row, canonical JSON)", r"chain::canonical|canonical_json|chain::write_|RawEventRow::from_event|Spill::encode|format_timestamp"),
@@ -48,21 +34,10 @@ STAGES = [  # (stage, regex on the demangled frame)
     ("tokio runtime (scheduling, timers, wakeups)", r"tokio::"),
 ]
 STAGES = [(n, re.compile(p)) for n, p in STAGES]
-out = subprocess.run(["perf", "script", "-i", data, "-F", "comm,ip,dso"], capture_output=True, text=True).stdout
-samples = out.split("\n\n")
 by_stage, by_thread, thread_stage = Counter(), Counter(), Counter()
 stacks = []
 total = 0
-for s in samples:
-    lines = [l for l in s.strip().splitlines() if l.strip()]
-    if not lines: continue
-    comm = lines[0].strip()
-    frames = []
-    for l in lines[1:]:
-        m = re.match(r"\s*([0-9a-f]+)\s+\((.*)\)", l)
-        if not m: continue
-        ip, dso = int(m.group(1), 16), m.group(2)
-        frames.append(sym(ip + SHIFT) if binary.split("/")[-1] in dso else dso)
+for comm, frames in samples(data, binary):
     total += 1
     by_thread[comm] += 1
     stacks.append((comm, frames))
