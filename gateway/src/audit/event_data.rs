@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::chain::{canonical_json, write_string, write_value};
+use super::chain::{canonical_json, write_string};
 
 /// Canonical JSON text of an event's `event_data` (normally an object).
 #[derive(Clone)]
@@ -229,11 +229,6 @@ impl ObjectBuilder {
         self.member(key, |b| b.push_str(if value { "true" } else { "false" }))
     }
 
-    /// Any JSON value, written canonically.
-    pub fn value(&mut self, key: &'static str, value: &Value) -> &mut Self {
-        self.member(key, |b| write_value(b, value))
-    }
-
     /// An object of strings (a `BTreeMap` iterates in bytewise key order: already canonical).
     pub fn string_map(&mut self, key: &'static str, map: &BTreeMap<String, String>) -> &mut Self {
         self.member(key, |b| {
@@ -307,7 +302,7 @@ impl ObjectBuilder {
     }
 }
 
-/// Writes the JSON text `text` in canonical form — [`write_value`]'s output for its parsed tree —
+/// Writes the JSON text `text` in canonical form — [`canonical_json`] of its parsed tree —
 /// from one parse into a borrowed [`Node`] tree (strings without escapes borrowed from `text`, members
 /// in a `Vec`), instead of serde_json's owned `Value`. Returns `false` (writing nothing) if `text` is
 /// not JSON.
@@ -463,7 +458,10 @@ mod tests {
             .int_slot("occurrence_count", 7)
             .opt_str("rr_uid", None)
             .bool("retry_possible", false)
-            .value("original_payload", &json!({"z": [1.5, -0.0, 1e300, 12345678901234567890u64], "a": {"é": null, "e": "x\ty"}}))
+            .json_object(
+                "original_payload",
+                r#"{"z": [1.5, -0.0, 1e300, 12345678901234567890], "a": {"é": null, "e": "x\ty"}}"#,
+            )
             .int("attempt", -3);
         let mut labels = BTreeMap::new();
         labels.insert("zone".to_owned(), "eu-west-1".to_owned());
