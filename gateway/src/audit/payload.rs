@@ -195,9 +195,10 @@ fn envelope(
     ev
 }
 
-fn signal_resource(ev: &mut AuditEvent, s: &Signal) {
+/// The signal as the event's resource: its fingerprint, which [`envelope`] already wrote.
+fn signal_resource(ev: &mut AuditEvent) {
     ev.resource_type = Some("Signal".into());
-    ev.resource_id = Some(s.fingerprint.to_hex());
+    ev.resource_id = ev.fingerprint.clone();
 }
 
 /// `gateway.signal.received`: a signal that created a new RR (emitted just before `crd.created`).
@@ -210,7 +211,7 @@ pub fn signal_received(s: &Signal, sender: &Actor, rr: &RrRef<'_>) -> AuditEvent
         sender,
         Some(s),
     );
-    signal_resource(&mut ev, s);
+    signal_resource(&mut ev);
     let mut m = base_payload(t, s, fingerprint_of(&ev), reconstruction_bytes(s));
     reconstruction_fields(&mut m, s);
     target_fields(&mut m, s);
@@ -242,7 +243,7 @@ pub fn signal_deduplicated(
         sender,
         Some(s),
     );
-    signal_resource(&mut ev, s);
+    signal_resource(&mut ev);
     let mut m = base_payload(t, s, fingerprint_of(&ev), reconstruction_bytes(s));
     reconstruction_fields(&mut m, s);
     target_fields(&mut m, s);
@@ -656,6 +657,26 @@ mod tests {
         let mut unparseable = plain.clone();
         unparseable.original_payload = "{not json".into();
         vec![plain, rich, not_object, unparseable]
+    }
+
+    #[test]
+    fn signal_events_name_the_signal_by_its_fingerprint() {
+        let s = &signals()[0];
+        let sender = Actor::sender(None, Source::Prometheus);
+        let rr = RrRef {
+            namespace: "kubernaut-system",
+            name: "rr-b157a3a9e42f",
+            uid: None,
+            attempt: 0,
+        };
+        for ev in [
+            signal_received(s, &sender, &rr),
+            signal_deduplicated(s, &sender, &rr, 2),
+        ] {
+            assert_eq!(ev.resource_type.as_deref(), Some("Signal"));
+            assert_eq!(ev.resource_id, Some(s.fingerprint.to_hex()));
+            assert_eq!(ev.fingerprint, ev.resource_id);
+        }
     }
 
     #[test]
