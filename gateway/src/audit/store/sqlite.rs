@@ -359,37 +359,33 @@ mod tests {
         assert_eq!(chunks(257), vec![256, 1]);
     }
 
+    /// An integer `PRAGMA` as a connection of `pool` sees it.
+    async fn pragma(pool: &SqlitePool, name: &'static str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("PRAGMA {name}")))
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn the_writers_connections_keep_a_batch_in_memory() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("audit.db").display());
         // The lookup pool keeps SQLite's default page cache; the writer's gets room for a batch.
         let plain = connect(&StoreConfig::new(url.clone())).await.unwrap();
-        let cache: i64 = sqlx::query_scalar("PRAGMA cache_size")
-            .fetch_one(&plain)
-            .await
-            .unwrap();
+        let cache = pragma(&plain, "cache_size").await;
         assert_eq!(cache, -2000);
         plain.close().await;
         let pool = connect(&StoreConfig::new(url).for_batch_writer())
             .await
             .unwrap();
-        let cache: i64 = sqlx::query_scalar("PRAGMA cache_size")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        let cache = pragma(&pool, "cache_size").await;
         assert_eq!(cache, -i64::from(BATCH_PAGE_CACHE_KIB));
         // 2 = MEMORY.
-        let temp: i64 = sqlx::query_scalar("PRAGMA temp_store")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        let temp = pragma(&pool, "temp_store").await;
         assert_eq!(temp, 2);
         // And durability is what docs/audit.md promises: WAL, synchronous = FULL (2).
-        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        let sync = pragma(&pool, "synchronous").await;
         assert_eq!(sync, 2);
         pool.close().await;
     }
@@ -405,10 +401,7 @@ mod tests {
         let pool = connect(&StoreConfig::new(url).for_batch_writer())
             .await
             .unwrap();
-        let page: i64 = sqlx::query_scalar("PRAGMA page_size")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        let page = pragma(&pool, "page_size").await;
         assert_eq!(page, i64::from(NEW_STORE_PAGE_SIZE));
         let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
             .fetch_one(&pool)
@@ -417,10 +410,7 @@ mod tests {
         assert_eq!(mode, "wal");
         // SQLite's own checkpoint threshold, 1,000 pages: with 16 KiB pages the WAL is checkpointed
         // at ~16 MiB (docs/audit.md, "Store").
-        let ckpt: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        let ckpt = pragma(&pool, "wal_autocheckpoint").await;
         assert_eq!(ckpt, 1000);
         pool.close().await;
     }
