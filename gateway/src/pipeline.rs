@@ -381,15 +381,13 @@ impl Pipeline {
             Some(&signal.name),
         );
         ev.error_code = Some("unmanaged_resource".into());
-        for (key, value) in [
+        ev.event_data.extend([
             ("reason", json!("unmanaged_resource")),
             ("fingerprint", json!(signal.fingerprint.to_hex())),
             ("namespace", json!(target.namespace)),
             ("resource_kind", json!(target.kind)),
             ("resource_name", json!(target.name)),
-        ] {
-            ev.event_data.insert(key, value);
-        }
+        ]);
         let message = if target.namespace.is_empty() {
             format!(
                 "Resource {}/{} is not managed by Kubernaut. Add label '{MANAGED_LABEL}=true' to the resource to enable remediation.",

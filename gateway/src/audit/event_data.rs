@@ -76,11 +76,18 @@ impl EventData {
     /// Sets the member `key` of the object to `value` (the text becomes an object if it was not one).
     /// Re-parses and re-writes the whole text: for rare paths and tests, not the request path.
     pub fn insert(&mut self, key: &str, value: Value) {
+        self.extend([(key, value)]);
+    }
+
+    /// [`EventData::insert`] of several members, with one re-parse for all of them.
+    pub fn extend<'k>(&mut self, members: impl IntoIterator<Item = (&'k str, Value)>) {
         let mut tree = match self.to_value() {
             Value::Object(m) => m,
             _ => serde_json::Map::new(),
         };
-        tree.insert(key.to_owned(), value);
+        for (key, value) in members {
+            tree.insert(key.to_owned(), value);
+        }
         *self = Self::from_value(&Value::Object(tree));
     }
 
@@ -509,6 +516,11 @@ mod tests {
         assert_eq!(data.as_str(), canonical_json(&tree));
         data.insert("added", json!({"b": 1, "a": 2}));
         tree["added"] = json!({"b": 1, "a": 2});
+        assert_eq!(data.as_str(), canonical_json(&tree));
+        data.extend([("z", json!(null)), ("added", json!([1])), ("b", json!("x"))]);
+        tree["z"] = json!(null);
+        tree["added"] = json!([1]);
+        tree["b"] = json!("x");
         assert_eq!(data.as_str(), canonical_json(&tree));
     }
 

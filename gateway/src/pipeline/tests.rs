@@ -572,3 +572,27 @@ async fn a_failed_create_of_attempt_two_rereads_attempt_one_instead_of_retrying(
     assert_eq!(d.outcome(), AdmissionOutcome::created, "{:?}", d.refusal());
     assert_eq!(d.decision().unwrap().admitted().attempt, 1);
 }
+
+#[tokio::test]
+async fn an_unmanaged_target_is_rejected_with_kubernauts_body_and_an_audited_reason() {
+    let s = signal();
+    let f = fixture(Vec::new()).await;
+    let d = f.pipeline.unmanaged(&s, &s.target, &origin());
+    assert_eq!(d.outcome(), AdmissionOutcome::rejected);
+    assert_eq!(types(&d), ["gateway.signal.rejected"]);
+    let ev = &d.events()[0];
+    assert_eq!(ev.error_code.as_deref(), Some("unmanaged_resource"));
+    let data = ev.event_data.to_value();
+    assert_eq!(data["reason"], "unmanaged_resource");
+    assert_eq!(data["fingerprint"], s.fingerprint.to_hex());
+    assert_eq!(data["namespace"], "prod");
+    assert_eq!(data["resource_kind"], "Deployment");
+    assert_eq!(data["resource_name"], "api");
+    // The text stays canonical: what the chain hashes.
+    assert_eq!(
+        ev.event_data.as_str(),
+        crate::audit::chain::canonical_json(&data)
+    );
+    let answered = d.commit(&f.pipeline, Timestamp::now());
+    assert_eq!(answered.body.reason.as_deref(), Some("unmanaged_resource"));
+}
