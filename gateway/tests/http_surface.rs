@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::State;
 use axum::http::{Request, StatusCode};
 use futures::StreamExt;
 use http_body_util::BodyExt;
@@ -144,8 +145,7 @@ const BODY_READ_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// A body that sends its first bytes and then stalls until the receiver gives up.
 fn stalled_body() -> Body {
-    let first = futures::stream::iter([Ok::<_, std::io::Error>(b"{\"alerts\":[".to_vec())]);
-    Body::from_stream(first.chain(futures::stream::pending()))
+    stalled_body_reporting(None)
 }
 
 #[tokio::test]
@@ -170,11 +170,13 @@ async fn a_slow_body_is_cut_off_by_its_own_timeout_and_frees_its_slot() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
 
-/// A stalled body that reports when the handler first reads it: the request is past the shedder
-/// and holds one of the replica's slots.
-fn stalled_body_reporting(reading: tokio::sync::mpsc::UnboundedSender<()>) -> Body {
+/// A body whose first bytes come and the rest never does; it reports on `reading` when the handler
+/// first reads it (the request is then past the shedder and holds one of the replica's slots).
+fn stalled_body_reporting(reading: Option<tokio::sync::mpsc::UnboundedSender<()>>) -> Body {
     let first = futures::stream::once(async move {
-        let _ = reading.send(());
+        if let Some(reading) = reading {
+            let _ = reading.send(());
+        }
         Ok::<_, std::io::Error>(b"{\"alerts\":[".to_vec())
     });
     Body::from_stream(first.chain(futures::stream::pending()))
@@ -192,7 +194,7 @@ async fn a_request_beyond_the_concurrency_limit_is_shed_at_once_with_a_503() {
             post(
                 PROM,
                 Some("application/json"),
-                stalled_body_reporting(reading.clone()),
+                stalled_body_reporting(Some(reading.clone())),
             ),
         )
     }));
@@ -469,18 +471,27 @@ async fn an_unreachable_api_server_makes_authentication_answer_503_never_500() {
         },
         Some(metrics.clone()),
     );
-    let router = http::with_problem_layers(
-        Router::new()
-            .route(
-                "/api/v1/signals/prometheus",
-                axum::routing::post(|| async { "admitted" }),
-            )
-            .layer(axum::middleware::from_fn_with_state(
-                Auth::Kubernetes(Arc::new(auth)),
-                http::auth::layer,
-            )),
-        &metrics,
-    );
+    let router =
+        http::with_problem_layers(
+            Router::new()
+                .route(
+                    "/api/v1/signals/prometheus",
+                    axum::routing::post(|| async { "admitted" }),
+                )
+                .layer(axum::middleware::from_fn_with_state(
+                    Auth::Kubernetes(Arc::new(auth)),
+                    // Step 7 of the ingestion port's edge, alone.
+                    |State(auth): State<Auth>,
+                     mut req: Request<Body>,
+                     next: axum::middleware::Next| async move {
+                        match http::auth::authenticate(&auth, &mut req).await {
+                            Ok(()) => next.run(req).await,
+                            Err(refused) => refused,
+                        }
+                    },
+                )),
+            &metrics,
+        );
     for _ in 0..2 {
         let resp = router
             .clone()

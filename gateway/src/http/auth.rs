@@ -5,9 +5,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::auth::{Action, AuthError, Authenticator};
@@ -103,14 +102,6 @@ pub async fn authenticate(auth: &Auth, req: &mut Request) -> Result<(), Response
     };
     req.extensions_mut().insert(caller);
     Ok(())
-}
-
-/// [`authenticate`] as a middleware of its own, for a router without the ingestion port's edge.
-pub async fn layer(State(auth): State<Auth>, mut req: Request, next: Next) -> Response {
-    match authenticate(&auth, &mut req).await {
-        Ok(()) => next.run(req).await,
-        Err(refused) => refused,
-    }
 }
 
 #[cfg(test)]
