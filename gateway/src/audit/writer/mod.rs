@@ -19,6 +19,7 @@
 //! `queue_capacity` events plus one batch. A graceful [`WriterHandle::shutdown`] writes everything to the
 //! store or the spill first.
 
+mod batch;
 mod spill;
 
 use std::io;
@@ -41,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::event::AuditEvent;
 use super::store::{AuditStore, StoreConfig, StoreError};
+use batch::BatchReady;
 use spill::Spill;
 
 /// Writer settings. `Default` uses `./audit-spill.jsonl`; the gateway passes a path in its data
@@ -290,6 +292,8 @@ struct Shared {
     /// Approximate bytes of the events in the queue.
     queued_bytes: AtomicU64,
     queue_budget_bytes: u64,
+    /// Wakes the writer when a whole batch is waiting (writer/batch.rs).
+    ready: BatchReady,
 }
 
 impl Shared {
@@ -389,10 +393,12 @@ impl AuditSink {
     }
 
     fn update_depth(&self) {
+        let depth = self.queue_depth();
         self.shared
             .metrics
             .queue_depth
-            .set(i64::try_from(self.queue_depth()).unwrap_or(i64::MAX));
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        self.shared.ready.queued(depth);
     }
 
     fn backpressure(&self) -> AuditError {
@@ -654,6 +660,7 @@ impl Writer {
             retry_after_secs: AtomicU64::new(1),
             queued_bytes: AtomicU64::new(0),
             queue_budget_bytes: config.queue_budget_bytes.max(1),
+            ready: BatchReady::new(config.batch_size),
         });
         let sink = AuditSink {
             tx,
@@ -783,15 +790,15 @@ impl Writer {
             }
             () = sleep_until_opt(probe), if probe.is_some() => return true,
         }
-        let deadline = Instant::now() + self.cfg.batch_interval;
-        while batch.len() < size {
-            let room = size - batch.len();
-            tokio::select! {
-                biased;
-                n = self.rx.recv_many(&mut batch, room) => if n == 0 { break },
-                () = tokio::time::sleep_until(deadline) => break,
-            }
-        }
+        batch::fill(
+            &mut self.rx,
+            &mut batch,
+            size,
+            self.cfg.batch_interval,
+            &self.shared.ready,
+            &self.stop,
+        )
+        .await;
         self.pending = self.taken(batch);
         self.set_queue_depth();
         true
@@ -1181,6 +1188,7 @@ mod tests {
             retry_after_secs: AtomicU64::new(1),
             queued_bytes: AtomicU64::new(0),
             queue_budget_bytes: u64::MAX,
+            ready: BatchReady::new(capacity),
         });
         (AuditSink { tx, shared }, rx)
     }
