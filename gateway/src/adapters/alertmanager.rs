@@ -183,8 +183,31 @@ const GO_ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 /// The severity of an alert without a `severity` label: the kubernaut gateway's default.
 const UNKNOWN_SEVERITY: &str = "unknown";
 
+// Two ways to decode the envelope and each alert (docs/api.md, "How a webhook is decoded"):
+//
+// - *typed*, one pass: the envelope's fields straight into their types, with the alerts kept as raw
+//   text (each then decoded the same way). Valid webhooks, i.e. nearly all traffic, take only this
+//   path;
+// - *precise*: every field kept raw first and decoded on its own, so a problem is named by its exact
+//   path (`alerts[3].labels.namespace`). Taken only when the typed pass fails, from the start of what
+//   failed (the whole envelope, or that one alert).
+//
+// Both hand the same `Field`s to one set of rules, checked in one order, so a body gets the same
+// answer whichever path decoded it (`typed_and_precise_decoding_agree` tests that on generated
+// bodies).
+
+/// Which passes decode a webhook: always both in service; the precise one alone only to test that
+/// the two agree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Passes {
+    TypedFirst,
+    #[cfg(test)]
+    PreciseOnly,
+}
+
+/// The envelope, precise pass.
 #[derive(Deserialize)]
-struct Envelope<'a> {
+struct RawEnvelope<'a> {
     #[serde(borrow)]
     version: Option<&'a RawValue>,
     #[serde(borrow, rename = "groupKey")]
@@ -203,6 +226,26 @@ struct Envelope<'a> {
     alerts: Option<&'a RawValue>,
 }
 
+/// The envelope, typed pass: `alerts` must be an array (else the precise pass names the problem).
+#[derive(Deserialize)]
+struct TypedEnvelope<'a> {
+    version: Option<String>,
+    #[serde(rename = "groupKey")]
+    group_key: Option<String>,
+    #[serde(rename = "truncatedAlerts")]
+    truncated_alerts: Option<u64>,
+    receiver: Option<String>,
+    #[serde(rename = "commonLabels")]
+    common_labels: Option<BTreeMap<String, String>>,
+    #[serde(rename = "commonAnnotations")]
+    common_annotations: Option<BTreeMap<String, String>>,
+    #[serde(rename = "externalURL")]
+    external_url: Option<String>,
+    #[serde(borrow)]
+    alerts: Vec<&'a RawValue>,
+}
+
+/// One alert, precise pass.
 #[derive(Deserialize)]
 struct RawAlert<'a> {
     #[serde(borrow)]
@@ -217,6 +260,155 @@ struct RawAlert<'a> {
     generator_url: Option<&'a RawValue>,
     #[serde(borrow)]
     fingerprint: Option<&'a RawValue>,
+}
+
+/// One alert, typed pass.
+#[derive(Deserialize)]
+struct TypedAlert {
+    status: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    annotations: Option<BTreeMap<String, String>>,
+    #[serde(rename = "startsAt")]
+    starts_at: Option<String>,
+    #[serde(rename = "generatorURL")]
+    generator_url: Option<String>,
+    fingerprint: Option<String>,
+}
+
+/// A field as one of the passes left it: decoded, or raw text to decode now with a precise error.
+/// JSON `null` counts as absent either way.
+enum Field<'a, T> {
+    Typed(Option<T>),
+    Raw(Option<&'a RawValue>),
+}
+
+/// How a raw field is decoded, and what its error says.
+trait FieldType: Sized + serde::de::DeserializeOwned {
+    fn parse(
+        raw: Option<&RawValue>,
+        field: &str,
+        expected: &str,
+    ) -> Result<Option<Self>, InvalidSignal> {
+        parse_opt(raw, field, expected)
+    }
+}
+
+impl FieldType for String {}
+impl FieldType for u64 {}
+impl FieldType for BTreeMap<String, String> {
+    /// Names the first entry that is not a string.
+    fn parse(raw: Option<&RawValue>, field: &str, _: &str) -> Result<Option<Self>, InvalidSignal> {
+        parse_string_map(raw, field)
+    }
+}
+
+impl<T: FieldType> Field<'_, T> {
+    /// The value; `expected` names the type in a raw field's error.
+    fn value(self, field: &str, expected: &str) -> Result<Option<T>, InvalidSignal> {
+        match self {
+            Self::Typed(v) => Ok(v),
+            Self::Raw(raw) => T::parse(raw, field, expected),
+        }
+    }
+}
+
+type StringMap = BTreeMap<String, String>;
+
+/// The envelope's fields, from either pass.
+struct EnvelopeFields<'a> {
+    version: Field<'a, String>,
+    group_key: Field<'a, String>,
+    truncated_alerts: Field<'a, u64>,
+    receiver: Field<'a, String>,
+    common_labels: Field<'a, StringMap>,
+    common_annotations: Field<'a, StringMap>,
+    external_url: Field<'a, String>,
+    /// The `alerts` array, or why it is not one.
+    alerts: Result<Vec<&'a RawValue>, RequestError>,
+}
+
+impl<'a> EnvelopeFields<'a> {
+    fn decode(text: &'a str, passes: Passes) -> Result<Self, RequestError> {
+        if passes == Passes::TypedFirst
+            && let Ok(e) = serde_json::from_str::<TypedEnvelope<'a>>(text)
+        {
+            return Ok(Self {
+                version: Field::Typed(e.version),
+                group_key: Field::Typed(e.group_key),
+                truncated_alerts: Field::Typed(e.truncated_alerts),
+                receiver: Field::Typed(e.receiver),
+                common_labels: Field::Typed(e.common_labels),
+                common_annotations: Field::Typed(e.common_annotations),
+                external_url: Field::Typed(e.external_url),
+                alerts: Ok(e.alerts),
+            });
+        }
+        let e: RawEnvelope<'a> =
+            serde_json::from_str(text).map_err(|e| body_error(&e, "an Alertmanager webhook v4"))?;
+        let alerts = match e.alerts {
+            None => Err(RequestError::malformed(
+                "alerts",
+                "required: the webhook carries no alerts array",
+            )),
+            Some(raw) => serde_json::from_str::<Option<Vec<&RawValue>>>(raw.get())
+                .ok()
+                .flatten()
+                .ok_or_else(|| RequestError::malformed("alerts", "must be an array of alerts")),
+        };
+        Ok(Self {
+            version: Field::Raw(e.version),
+            group_key: Field::Raw(e.group_key),
+            truncated_alerts: Field::Raw(e.truncated_alerts),
+            receiver: Field::Raw(e.receiver),
+            common_labels: Field::Raw(e.common_labels),
+            common_annotations: Field::Raw(e.common_annotations),
+            external_url: Field::Raw(e.external_url),
+            alerts,
+        })
+    }
+}
+
+/// One alert's fields, from either pass.
+struct AlertFields<'a> {
+    status: Field<'a, String>,
+    labels: Field<'a, StringMap>,
+    annotations: Field<'a, StringMap>,
+    starts_at: Field<'a, String>,
+    generator_url: Field<'a, String>,
+    fingerprint: Field<'a, String>,
+}
+
+impl<'a> AlertFields<'a> {
+    /// `at` is the alert's path, `alerts[i]`.
+    fn decode(raw: &'a RawValue, at: &str, passes: Passes) -> Result<Self, InvalidSignal> {
+        if passes == Passes::TypedFirst
+            && let Ok(a) = serde_json::from_str::<TypedAlert>(raw.get())
+        {
+            return Ok(Self {
+                status: Field::Typed(a.status),
+                labels: Field::Typed(a.labels),
+                annotations: Field::Typed(a.annotations),
+                starts_at: Field::Typed(a.starts_at),
+                generator_url: Field::Typed(a.generator_url),
+                fingerprint: Field::Typed(a.fingerprint),
+            });
+        }
+        let a: RawAlert<'a> = serde_json::from_str(raw.get()).map_err(|e| {
+            let detail = match duplicate_field(&e) {
+                Some(field) => format!("field {field} appears more than once"),
+                None => "must be an object".to_owned(),
+            };
+            InvalidSignal::new(at, detail)
+        })?;
+        Ok(Self {
+            status: Field::Raw(a.status),
+            labels: Field::Raw(a.labels),
+            annotations: Field::Raw(a.annotations),
+            starts_at: Field::Raw(a.starts_at),
+            generator_url: Field::Raw(a.generator_url),
+            fingerprint: Field::Raw(a.fingerprint),
+        })
+    }
 }
 
 /// `spec.providerData` of an Alertmanager signal.
@@ -245,6 +437,8 @@ struct Batch {
     common_annotations: BTreeMap<String, String>,
     /// `commonLabels.cluster`, when non-empty.
     cluster: Option<String>,
+    /// How its alerts are decoded.
+    passes: Passes,
 }
 
 /// Decodes an Alertmanager webhook v4 body into one [`Decoded`] per alert, in order.
@@ -257,16 +451,27 @@ pub fn decode_alertmanager(
     now: Timestamp,
     cfg: &AdapterConfig,
 ) -> Result<Vec<Decoded>, RequestError> {
+    decode_with(body, x_timestamp, now, cfg, Passes::TypedFirst)
+}
+
+fn decode_with(
+    body: &[u8],
+    x_timestamp: Option<&str>,
+    now: Timestamp,
+    cfg: &AdapterConfig,
+    passes: Passes,
+) -> Result<Vec<Decoded>, RequestError> {
     if let Some(header) = x_timestamp {
         check_x_timestamp(header, now, &cfg.freshness)?;
     }
     let text = body_text(body)?;
-    let envelope: Envelope<'_> =
-        serde_json::from_str(text).map_err(|e| body_error(&e, "an Alertmanager webhook v4"))?;
+    let mut envelope = EnvelopeFields::decode(text, passes)?;
 
     let envelope_field = |e: InvalidSignal| RequestError::malformed(e.field, e.detail);
-    if let Some(version) =
-        parse_opt::<String>(envelope.version, "version", "a string").map_err(envelope_field)?
+    let version = std::mem::replace(&mut envelope.version, Field::Typed(None));
+    if let Some(version) = version
+        .value("version", "a string")
+        .map_err(envelope_field)?
         && version != "4"
     {
         return Err(RequestError::malformed(
@@ -277,13 +482,7 @@ pub fn decode_alertmanager(
             ),
         ));
     }
-    let raw_alerts = envelope.alerts.ok_or_else(|| {
-        RequestError::malformed("alerts", "required: the webhook carries no alerts array")
-    })?;
-    let alerts: Vec<&RawValue> = serde_json::from_str::<Option<Vec<&RawValue>>>(raw_alerts.get())
-        .ok()
-        .flatten()
-        .ok_or_else(|| RequestError::malformed("alerts", "must be an array of alerts"))?;
+    let alerts = std::mem::replace(&mut envelope.alerts, Ok(Vec::new()))?;
     if alerts.is_empty() {
         return Err(RequestError::malformed(
             "alerts",
@@ -297,7 +496,7 @@ pub fn decode_alertmanager(
         });
     }
 
-    let batch = decode_batch(&envelope, cfg)?;
+    let batch = decode_batch(envelope, passes, cfg)?;
     let mut newest: Option<(usize, Timestamp)> = None;
     // Bytes, not counts: decoding stops as soon as the batch has expanded past its budget, so a
     // crafted batch never holds more than that in memory (see `limits`).
@@ -329,14 +528,21 @@ pub fn decode_alertmanager(
     Ok(decoded)
 }
 
-fn decode_batch(envelope: &Envelope<'_>, cfg: &AdapterConfig) -> Result<Batch, RequestError> {
+fn decode_batch(
+    envelope: EnvelopeFields<'_>,
+    passes: Passes,
+    cfg: &AdapterConfig,
+) -> Result<Batch, RequestError> {
     let to_request = |e: InvalidSignal| RequestError::malformed(e.field, e.detail);
-    let string = |raw, field| parse_opt::<String>(raw, field, "a string").map_err(to_request);
-    let common_labels = parse_string_map(envelope.common_labels, "commonLabels")
+    let common_labels = envelope
+        .common_labels
+        .value("commonLabels", "")
         .map_err(to_request)?
         .unwrap_or_default();
     check_map(&common_labels, MapKind::Labels, &cfg.limits, "commonLabels").map_err(to_request)?;
-    let common_annotations = parse_string_map(envelope.common_annotations, "commonAnnotations")
+    let common_annotations = envelope
+        .common_annotations
+        .value("commonAnnotations", "")
         .map_err(to_request)?
         .unwrap_or_default();
     check_map(
@@ -348,8 +554,8 @@ fn decode_batch(envelope: &Envelope<'_>, cfg: &AdapterConfig) -> Result<Batch, R
     .map_err(to_request)?;
     let cluster = cluster_id(&common_labels, "commonLabels.cluster").map_err(to_request)?;
     // Copied into every alert's providerData: bounded once here.
-    let provider_field = |raw, field| {
-        string(raw, field).map(|v: Option<String>| {
+    let provider_field = |f: Field<'_, String>, field| {
+        f.value(field, "a string").map_err(to_request).map(|v| {
             v.map(|mut v| {
                 truncate_string(&mut v, cfg.limits.max_provider_field_bytes);
                 v
@@ -360,15 +566,14 @@ fn decode_batch(envelope: &Envelope<'_>, cfg: &AdapterConfig) -> Result<Batch, R
         group_key: provider_field(envelope.group_key, "groupKey")?,
         receiver: provider_field(envelope.receiver, "receiver")?,
         external_url: provider_field(envelope.external_url, "externalURL")?,
-        truncated_alerts: parse_opt::<u64>(
-            envelope.truncated_alerts,
-            "truncatedAlerts",
-            "a non-negative integer",
-        )
-        .map_err(to_request)?,
+        truncated_alerts: envelope
+            .truncated_alerts
+            .value("truncatedAlerts", "a non-negative integer")
+            .map_err(to_request)?,
         common_labels,
         common_annotations,
         cluster,
+        passes,
     })
 }
 
@@ -420,15 +625,9 @@ fn decode_alert_inner(
     cfg: &AdapterConfig,
 ) -> Result<Alert, InvalidSignal> {
     let at = |field: &str| format!("alerts[{i}].{field}");
-    let alert: RawAlert<'_> = serde_json::from_str(raw.get()).map_err(|e| {
-        let detail = match duplicate_field(&e) {
-            Some(field) => format!("field {field} appears more than once"),
-            None => "must be an object".to_owned(),
-        };
-        InvalidSignal::new(format!("alerts[{i}]"), detail)
-    })?;
+    let alert = AlertFields::decode(raw, &format!("alerts[{i}]"), batch.passes)?;
 
-    let status = parse_opt::<String>(alert.status, &at("status"), "a string")?;
+    let status = alert.status.value(&at("status"), "a string")?;
     let resolved = match status.as_deref() {
         None | Some("firing") => false,
         Some("resolved") => true,
@@ -440,7 +639,7 @@ fn decode_alert_inner(
         }
     };
 
-    let own_labels = parse_string_map(alert.labels, &at("labels"));
+    let own_labels = alert.labels.value(&at("labels"), "");
     if resolved {
         return Ok(Alert::Resolved(resolved_alert(
             i,
@@ -479,27 +678,35 @@ fn decode_alert_inner(
         None => UNKNOWN_SEVERITY.to_owned(),
     };
 
-    let starts_at =
-        match parse_opt::<String>(alert.starts_at, &at("startsAt"), "an RFC 3339 timestamp")? {
-            None => None,
-            Some(text) if text == GO_ZERO_TIME => None,
-            Some(text) => Some(parse_time(&text).ok_or_else(|| {
-                InvalidSignal::new(
-                    at("startsAt"),
-                    format!("{} is not an RFC 3339 timestamp", quote(&text)),
-                )
-            })?),
-        };
+    let starts_at = match alert
+        .starts_at
+        .value(&at("startsAt"), "an RFC 3339 timestamp")?
+    {
+        None => None,
+        Some(text) if text == GO_ZERO_TIME => None,
+        Some(text) => Some(parse_time(&text).ok_or_else(|| {
+            InvalidSignal::new(
+                at("startsAt"),
+                format!("{} is not an RFC 3339 timestamp", quote(&text)),
+            )
+        })?),
+    };
     let bounded = |mut v: String| {
         truncate_string(&mut v, cfg.limits.max_provider_field_bytes);
         v
     };
-    let generator_url =
-        parse_opt::<String>(alert.generator_url, &at("generatorURL"), "a string")?.map(bounded);
-    let alert_fingerprint =
-        parse_opt::<String>(alert.fingerprint, &at("fingerprint"), "a string")?.map(bounded);
-    let own_annotations =
-        parse_string_map(alert.annotations, &at("annotations"))?.unwrap_or_default();
+    let generator_url = alert
+        .generator_url
+        .value(&at("generatorURL"), "a string")?
+        .map(bounded);
+    let alert_fingerprint = alert
+        .fingerprint
+        .value(&at("fingerprint"), "a string")?
+        .map(bounded);
+    let own_annotations = alert
+        .annotations
+        .value(&at("annotations"), "")?
+        .unwrap_or_default();
     let mut annotations = merge(&batch.common_annotations, own_annotations);
     map_control_problem(&annotations, &at("annotations"))?;
     cap_map(
@@ -1359,5 +1566,194 @@ mod tests {
             signal(&out[0]).original_payload,
             r#"{"labels":{"alertname":"A","namespace":"ns","pod":"p"}}"#
         );
+    }
+
+    mod passes {
+        //! The typed pass and the precise pass give every body the same answer.
+        use proptest::prelude::*;
+        use serde_json::{Map, Value, json};
+
+        use super::super::{GO_ZERO_TIME, Passes, decode_with};
+        use super::{cfg, now};
+
+        /// A field that should be a string: mostly one of `valid`, sometimes another type.
+        fn string(valid: &'static [&'static str]) -> BoxedStrategy<Value> {
+            prop_oneof![
+                40 => prop::sample::select(valid).prop_map(|s| json!(s)),
+                1 => Just(Value::Null),
+                1 => Just(json!(4)),
+                1 => Just(json!(["a"])),
+            ]
+            .boxed()
+        }
+
+        /// A map of labels or annotations: mostly one that names a target, with extra entries,
+        /// sometimes an entry or the whole map of the wrong type.
+        fn map() -> BoxedStrategy<Value> {
+            let key = prop::sample::select(vec![
+                "alertname",
+                "namespace",
+                "exported_namespace",
+                "pod",
+                "deployment",
+                "node",
+                "job",
+                "severity",
+                "cluster",
+                "x",
+            ]);
+            let value = prop_oneof![
+                30 => prop::sample::select(vec!["ns", "web", "A", "", "critical", "a/b", "x\u{7}"])
+                    .prop_map(|s| json!(s)),
+                1 => Just(Value::Null),
+                1 => Just(json!(1)),
+            ];
+            let base = prop::bool::weighted(0.7).prop_map(|named| {
+                if named {
+                    json!({"alertname": "A", "namespace": "ns", "pod": "p"})
+                } else {
+                    json!({})
+                }
+            });
+            prop_oneof![
+                40 => (base, prop::collection::btree_map(key, value, 0..3)).prop_map(|(mut m, extra)| {
+                    if let Value::Object(m) = &mut m {
+                        m.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
+                    }
+                    m
+                }),
+                1 => Just(Value::Null),
+                1 => Just(json!([1])),
+            ]
+            .boxed()
+        }
+
+        /// An object with each of `fields` present or not.
+        fn object(
+            fields: Vec<(&'static str, BoxedStrategy<Value>)>,
+        ) -> impl Strategy<Value = Value> {
+            fields
+                .into_iter()
+                .map(|(k, v)| prop::option::weighted(0.85, v).prop_map(move |v| (k, v)))
+                .collect::<Vec<_>>()
+                .prop_map(|fields| {
+                    Value::Object(
+                        fields
+                            .into_iter()
+                            .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
+                            .collect::<Map<_, _>>(),
+                    )
+                })
+        }
+
+        fn alert() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                12 => object(vec![
+                    ("status", string(&["firing", "resolved", "pending"])),
+                    ("labels", map()),
+                    ("annotations", map()),
+                    ("startsAt", string(&["2026-11-26T16:59:00Z", GO_ZERO_TIME, "yesterday"])),
+                    ("generatorURL", string(&["http://prom/graph", ""])),
+                    ("fingerprint", string(&["abc"])),
+                ]),
+                1 => Just(json!("not an alert")),
+                1 => Just(Value::Null),
+            ]
+        }
+
+        fn webhook() -> impl Strategy<Value = Value> {
+            let truncated = prop_oneof![
+                40 => Just(json!(0)),
+                1 => Just(json!(-1)),
+                1 => Just(json!(2.5)),
+                1 => Just(json!("0")),
+            ];
+            let alerts = prop_oneof![
+                24 => prop::collection::vec(alert(), 1..4).prop_map(Value::Array),
+                1 => Just(json!([])),
+                1 => Just(Value::Null),
+                1 => Just(json!({})),
+            ];
+            object(vec![
+                ("version", string(&["4"])),
+                ("groupKey", string(&["{}:{}"])),
+                ("truncatedAlerts", truncated.boxed()),
+                ("receiver", string(&["namegate"])),
+                ("commonLabels", map()),
+                ("commonAnnotations", map()),
+                ("externalURL", string(&["http://am"])),
+                ("alerts", alerts.boxed()),
+            ])
+        }
+
+        fn both(body: &[u8]) -> (String, String) {
+            let typed = decode_with(body, None, now(), &cfg(), Passes::TypedFirst);
+            let precise = decode_with(body, None, now(), &cfg(), Passes::PreciseOnly);
+            (format!("{typed:?}"), format!("{precise:?}"))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+            #[test]
+            fn typed_and_precise_decoding_agree(body in webhook()) {
+                let (typed, precise) = both(body.to_string().as_bytes());
+                prop_assert_eq!(typed, precise);
+            }
+        }
+
+        /// The generator reaches valid signals, invalid alerts and rejected requests alike, so the
+        /// property above compares both passes on all three.
+        #[test]
+        fn generated_bodies_cover_signals_invalid_alerts_and_rejections() {
+            use proptest::strategy::ValueTree;
+            use proptest::test_runner::TestRunner;
+
+            use super::super::Decoded;
+
+            let mut runner = TestRunner::deterministic();
+            let (mut signals, mut invalid, mut rejected) = (0, 0, 0);
+            for _ in 0..1000 {
+                let body = webhook()
+                    .new_tree(&mut runner)
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .current();
+                match decode_with(
+                    body.to_string().as_bytes(),
+                    None,
+                    now(),
+                    &cfg(),
+                    Passes::TypedFirst,
+                ) {
+                    Err(_) => rejected += 1,
+                    Ok(decoded) => {
+                        signals += decoded
+                            .iter()
+                            .filter(|d| matches!(d, Decoded::Signal(_)))
+                            .count();
+                        invalid += decoded
+                            .iter()
+                            .filter(|d| matches!(d, Decoded::Invalid(_)))
+                            .count();
+                    }
+                }
+            }
+            assert!(
+                signals >= 100 && invalid >= 100 && rejected >= 100,
+                "{signals} signals, {invalid} invalid alerts, {rejected} rejected bodies"
+            );
+        }
+
+        #[test]
+        fn repeated_fields_get_the_precise_answer() {
+            for body in [
+                r#"{"alerts":[],"alerts":[]}"#,
+                r#"{"version":"4","version":"4","alerts":[{}]}"#,
+                r#"{"alerts":[{"labels":{"alertname":"A","namespace":"ns","pod":"p"},"status":"firing","status":"firing"}]}"#,
+                r#"{"alerts":[{"labels":{"alertname":"A","alertname":"B","namespace":"ns","pod":"p"}}]}"#,
+            ] {
+                let (typed, precise) = both(body.as_bytes());
+                assert_eq!(typed, precise, "{body}");
+            }
+        }
     }
 }
