@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use crate::apiserver::{ApiError, RrApi};
 use crate::index::{RrIndex, RrRef};
-use crate::occurrence::Occurrences;
+use crate::occurrence::{Created, Occurrences, created_by};
 use crate::signal::Signal;
 
 /// How many successive attempts one signal may try after `AlreadyExists` on terminal RRs.
@@ -66,7 +66,7 @@ pub struct Admitted {
     pub first_seen: Timestamp,
     pub last_seen: Timestamp,
     /// The create response's resourceVersion (created only): lets the first status write skip a read.
-    pub created_rv: Option<String>,
+    pub created: Option<Created>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -254,11 +254,39 @@ impl Admission {
             }
         }
 
-        let mut attempt =
-            Attempt::new(k.saturating_add(1)).ok_or(AdmissionError::AttemptsExhausted)?;
+        let attempt = Attempt::new(k.saturating_add(1)).ok_or(AdmissionError::AttemptsExhausted)?;
+        let identity = Uuid::now_v7().to_string();
+        let mut unknown = Vec::new();
+        let decided = self
+            .create(signal, attempt, &identity, &mut unknown, deadline)
+            .await;
+        // A create that may have landed without this admission learning it (its answer was lost and
+        // the admission ended otherwise) carried this process's total of 1: the flusher finds out and
+        // takes it back (docs/reliability.md, "Occurrence counts").
+        let made = match &decided {
+            Ok(Decision::Created(a)) => Some(a.name.as_str()),
+            _ => None,
+        };
+        for name in unknown.iter().filter(|n| Some(n.as_str()) != made) {
+            self.occurrences.unknown_create(fp, name, &identity, now);
+        }
+        decided
+    }
+
+    /// Creates attempt `attempt` (or a later one) under `identity`; `unknown` collects the names whose
+    /// create may have landed unseen (an `Unavailable` answer: a timeout, a reset, a 5xx).
+    async fn create(
+        &self,
+        signal: &Signal,
+        mut attempt: Attempt,
+        identity: &str,
+        unknown: &mut Vec<String>,
+        deadline: Instant,
+    ) -> Result<Decision, AdmissionError> {
+        let fp = signal.fingerprint;
+        let now = signal.received_time;
         let mut deleting_waits = 0;
         let mut tries = 0;
-        let identity = Uuid::now_v7().to_string();
         let mut backoff = REREAD_BACKOFF;
         loop {
             tries += 1;
@@ -266,10 +294,12 @@ impl Admission {
                 return Err(AdmissionError::TooManyAttempts);
             }
             let mut rr = build_rr(signal, attempt);
-            rr.metadata
-                .annotations
-                .get_or_insert_default()
-                .insert(meta::CREATED_BY_ANNOTATION.to_owned(), identity.clone());
+            rr.metadata.annotations.get_or_insert_default().extend([
+                (meta::CREATED_BY_ANNOTATION.to_owned(), identity.to_owned()),
+                // The creating signal, counted in this process's total from the start: a new RR's
+                // first flush is then one status write (docs/reliability.md, "Occurrence counts").
+                (self.occurrences.annotation(), "1".to_owned()),
+            ]);
             let rr_name = name::name(&fp, attempt);
             // A create of attempt n ≥ 2 rests on the read of attempt n-1: it is tried once, and on a
             // retryable failure that read is made again rather than the create retried past its
@@ -279,6 +309,13 @@ impl Admission {
             } else {
                 self.api.create(&rr, deadline).await
             };
+            // Unavailable: sent, answer lost. CircuitOpen: the breaker may have opened after an
+            // earlier try of this call was sent.
+            if let Err(ApiError::Unavailable { .. } | ApiError::CircuitOpen { .. }) = &result
+                && !unknown.contains(&rr_name)
+            {
+                unknown.push(rr_name.clone());
+            }
             match result {
                 Ok(created) => {
                     return Ok(Decision::Created(Admitted {
@@ -289,7 +326,9 @@ impl Admission {
                         count: 0,
                         first_seen: now,
                         last_seen: now,
-                        created_rv: created.metadata.resource_version,
+                        created: Some(Created {
+                            resource_version: created.metadata.resource_version,
+                        }),
                     }));
                 }
                 Err(ApiError::AlreadyExists) => {}
@@ -298,7 +337,7 @@ impl Admission {
                         return Err(e.into());
                     }
                     match self
-                        .reread_previous(&fp, attempt, &identity, now, deadline)
+                        .reread_previous(&fp, attempt, identity, now, deadline)
                         .await?
                     {
                         Reread::Decided(d) => return Ok(d),
@@ -313,8 +352,7 @@ impl Admission {
                 // Deleted between our create and our read: the name is free again, try it once more.
                 continue;
             };
-            if created_by(&existing) == Some(identity.as_str()) && seen_fingerprint(&existing, &fp)
-            {
+            if created_by(&existing) == Some(identity) && seen_fingerprint(&existing, &fp) {
                 // Our own create landed; only its answer was lost.
                 tracing::info!(rr = %rr_name, "a create whose answer was lost had landed: it is ours");
                 return Ok(Decision::Created(Admitted {
@@ -329,7 +367,7 @@ impl Admission {
                     count: 0,
                     first_seen: now,
                     last_seen: now,
-                    created_rv: None,
+                    created: Some(Created::default()),
                 }));
             }
             let seen = Observed::of(&existing, now);
@@ -385,7 +423,7 @@ impl Admission {
                 count: 0,
                 first_seen: now,
                 last_seen: now,
-                created_rv: None,
+                created: Some(Created::default()),
             })));
         }
         let seen: Vec<Observed> = items.iter().map(|rr| Observed::of(rr, now)).collect();
@@ -436,7 +474,7 @@ impl Admission {
             name: rr.name,
             attempt: rr.attempt,
             uid: Some(rr.uid),
-            created_rv: None,
+            created: None,
         })
     }
 
@@ -449,7 +487,7 @@ impl Admission {
             name: o.name,
             attempt: o.attempt,
             uid: o.uid,
-            created_rv: None,
+            created: None,
         })
     }
 
@@ -472,9 +510,9 @@ impl Admission {
             Decision::Created(a) => (a, true),
             Decision::Duplicate(a) => (a, false),
         };
-        let pending =
-            self.occurrences
-                .record(a.fingerprint, &a.name, a.uid, at, a.created_rv.take());
+        let pending = self
+            .occurrences
+            .record(a.fingerprint, &a.name, a.uid, at, a.created.take());
         a.count = if created {
             pending
         } else {
@@ -483,13 +521,18 @@ impl Admission {
     }
 }
 
-/// The admission identity an RR was created with.
-fn created_by(rr: &RemediationRequest) -> Option<&str> {
-    rr.metadata
-        .annotations
-        .as_ref()?
-        .get(meta::CREATED_BY_ANNOTATION)
-        .map(String::as_str)
+impl Admission {
+    /// The decision will not be answered (its batch is answered 503 and re-delivered): nothing is
+    /// counted, but an RR this process created carries its total of 1 from the create, which is
+    /// written back to 0 ([`Occurrences::unanswered_create`]).
+    pub fn abandon(&self, decision: &mut Decision, at: Timestamp) {
+        if let Decision::Created(a) = decision
+            && let Some(created) = a.created.take()
+        {
+            self.occurrences
+                .unanswered_create(a.fingerprint, &a.name, a.uid, at, created);
+        }
+    }
 }
 
 fn seen_fingerprint(rr: &RemediationRequest, fp: &Fingerprint) -> bool {

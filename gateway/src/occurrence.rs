@@ -15,6 +15,11 @@
 //! Status writes never touch metadata, so the totals survive them; the derived count is rewritten
 //! by the next flush after any status replacement.
 //!
+//! A create by this process carries its total of 1 for the new object (the creating signal), so a new
+//! RR's first flush is one status write; a create no answer reported (its batch answered 503, or its
+//! own answer lost and the admission failed) has that 1 taken back by the next flush
+//! (`docs/reliability.md`, "Occurrence counts beside other status writers").
+//!
 //! Every write carries resourceVersion and UID preconditions, so concurrent writers cause a
 //! `Conflict` and a re-read, never a lost update; and every value written is absolute, so a write
 //! whose outcome is unknown (a timeout after the API server applied it) is simply written again.
@@ -55,15 +60,24 @@ impl ObjectKey {
     }
 }
 
+/// This process created the RR object, and the create carried its total of 1 in its occurrence
+/// annotation ([`Occurrences::annotation`]): the creating signal is already counted on the server.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Created {
+    /// The create response's resourceVersion, when this process saw the response (not after a lost
+    /// answer): the first write then needs no read.
+    pub resource_version: Option<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Pending {
     fingerprint: Fingerprint,
     delta: i32,
     first_seen: Timestamp,
     last_seen: Timestamp,
-    /// Set when this replica created the RR: the create response's resourceVersion, so the first
-    /// write needs no read.
-    created_rv: Option<String>,
+    /// Set when this process created the object; `delta` then includes the creating signal, which
+    /// the object's annotation already counts.
+    created: Option<Created>,
 }
 
 impl Pending {
@@ -71,14 +85,34 @@ impl Pending {
         self.delta = self.delta.saturating_add(other.delta);
         self.first_seen = self.first_seen.min(other.first_seen);
         self.last_seen = self.last_seen.max(other.last_seen);
-        self.created_rv = self.created_rv.take().or(other.created_rv);
+        self.created = self.created.take().or(other.created);
     }
 }
+
+/// A create this process sent whose outcome it does not know: the answer was lost and the signal was
+/// answered otherwise (503). If it landed, the object carries this process's total of 1 for a signal
+/// no answer reported, and the flusher takes it back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct UnknownCreate {
+    fingerprint: Fingerprint,
+    /// The admissions' `namegate.io/created-by` (at most one of their creates can have made the
+    /// object), newest last, at most [`MAX_UNKNOWN_PER_NAME`].
+    identities: Vec<String>,
+    at: Timestamp,
+}
+
+/// Unseen creates remembered per RR name: during a long API server outage every re-delivery of a new
+/// signal adds one, and only one of them can have landed; the oldest are forgotten past this.
+const MAX_UNKNOWN_PER_NAME: usize = 64;
 
 /// The request-side half: records occurrences.
 #[derive(Debug)]
 pub struct Occurrences {
+    /// This process's instance: unique per incarnation, so no two writers share an annotation.
+    instance: String,
     pending: Mutex<HashMap<ObjectKey, Pending>>,
+    /// By RR name.
+    unknown: Mutex<HashMap<String, UnknownCreate>>,
     /// RR objects taken by the flush in progress and not settled yet: still not written, so still
     /// counted by `namegate_occurrence_pending_rrs` (a gauge that read 0 while a flush was in flight
     /// told an operator, or the soak, that everything answered was written when it was not).
@@ -89,10 +123,18 @@ pub struct Occurrences {
 impl Occurrences {
     pub fn new(metrics: Metrics) -> Arc<Self> {
         Arc::new(Self {
+            instance: instance_id(),
             pending: Mutex::default(),
+            unknown: Mutex::default(),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             metrics,
         })
+    }
+
+    /// The annotation that holds this process's total for an RR object, and that a create by this
+    /// process carries with the value 1.
+    pub fn annotation(&self) -> String {
+        format!("{}{}", meta::OCCURRENCES_PREFIX, self.instance)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, Pending>> {
@@ -116,14 +158,65 @@ impl Occurrences {
         name: &str,
         uid: Option<Uuid>,
         at: Timestamp,
-        created_rv: Option<String>,
+        created: Option<Created>,
+    ) -> i32 {
+        self.add(fingerprint, name, uid, at, created, 1)
+    }
+
+    /// This process created RR object `name`/`uid`, but the answer that would report it is not sent
+    /// (its batch is answered 503): no occurrence, and the total of 1 the create carried is written
+    /// back to what this process counted for the object, 0.
+    pub fn unanswered_create(
+        &self,
+        fingerprint: Fingerprint,
+        name: &str,
+        uid: Option<Uuid>,
+        at: Timestamp,
+        created: Created,
+    ) {
+        self.add(fingerprint, name, uid, at, Some(created), 0);
+    }
+
+    /// A create of `name` under admission `identity` may have landed unseen (see [`UnknownCreate`]).
+    pub fn unknown_create(
+        &self,
+        fingerprint: Fingerprint,
+        name: &str,
+        identity: &str,
+        at: Timestamp,
+    ) {
+        let mut unknown = self.lock_unknown();
+        let entry = unknown
+            .entry(name.to_owned())
+            .or_insert_with(|| UnknownCreate {
+                fingerprint,
+                identities: Vec::new(),
+                at,
+            });
+        entry.identities.push(identity.to_owned());
+        entry.at = entry.at.min(at);
+        forget_oldest(name, &mut entry.identities);
+    }
+
+    fn lock_unknown(&self) -> std::sync::MutexGuard<'_, HashMap<String, UnknownCreate>> {
+        self.unknown.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(
+        &self,
+        fingerprint: Fingerprint,
+        name: &str,
+        uid: Option<Uuid>,
+        at: Timestamp,
+        created: Option<Created>,
+        delta: i32,
     ) -> i32 {
         let one = Pending {
             fingerprint,
-            delta: 1,
+            delta,
             first_seen: at,
             last_seen: at,
-            created_rv,
+            created,
         };
         let mut pending = self.lock();
         let key = ObjectKey::new(name, uid);
@@ -134,7 +227,7 @@ impl Occurrences {
             }
             None => {
                 pending.insert(key, one);
-                1
+                delta
             }
         };
         self.publish(pending.len());
@@ -148,9 +241,9 @@ impl Occurrences {
             .map_or(0, |p| p.delta)
     }
 
-    /// Nothing left to write: no occurrences, and no derived status to rewrite.
+    /// Nothing left to write: no occurrences, no derived status to rewrite, no create to check.
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().is_empty() && self.lock_unknown().is_empty()
     }
 
     /// Occurrences recorded but not yet written.
@@ -252,8 +345,6 @@ pub struct Flusher {
     api: RrApi,
     metrics: Metrics,
     interval: Duration,
-    /// This process's instance: unique per incarnation, so no two writers share an annotation.
-    instance: String,
     known: Mutex<HashMap<ObjectKey, Known>>,
     /// Per object: this instance's total as last confirmed written, and the round it was last used.
     mine: Mutex<HashMap<ObjectKey, (i32, u64)>>,
@@ -289,7 +380,6 @@ impl Flusher {
         interval: Duration,
     ) -> Self {
         Self {
-            instance: instance_id(),
             mine: Mutex::default(),
             occurrences,
             api,
@@ -331,7 +421,22 @@ impl Flusher {
     /// One round: writes every pending RR object once; `drain_deadline` caps the writes during
     /// shutdown.
     pub async fn flush_once(&self, round: u64, drain_deadline: Option<Instant>) -> usize {
-        let batch = self.occurrences.take();
+        let unresolved = self.resolve_unknown_creates(drain_deadline).await;
+        let mut batch = self.occurrences.take();
+        if !unresolved.is_empty() {
+            // Not written while a create of the same name is unresolved: the first write of an object
+            // fixes where this process's total starts, and that depends on whether the create landed.
+            let held: Vec<ObjectKey> = batch
+                .keys()
+                .filter(|k| unresolved.contains(&k.name))
+                .cloned()
+                .collect();
+            for key in held {
+                if let Some(p) = batch.remove(&key) {
+                    self.occurrences.requeue(key, p);
+                }
+            }
+        }
         if batch.is_empty() {
             return 0;
         }
@@ -391,6 +496,68 @@ impl Flusher {
         written
     }
 
+    /// Reads each object an unseen create may have made: made by that create → this process's total
+    /// for it starts at 0 and is written (the 1 the create carried is taken back); absent or another's
+    /// → nothing to do; unreadable → tried next round. Returns the names still unresolved.
+    async fn resolve_unknown_creates(&self, drain_deadline: Option<Instant>) -> Vec<String> {
+        let unknown = std::mem::take(&mut *self.occurrences.lock_unknown());
+        let mut unresolved = Vec::new();
+        for (name, u) in unknown {
+            let own = Instant::now() + WRITE_TIMEOUT;
+            let deadline = drain_deadline.map_or(own, |d| d.min(own));
+            match self.api.get(&name, deadline).await {
+                Ok(Some(rr))
+                    if created_by(&rr).is_some_and(|c| u.identities.iter().any(|i| i == c)) =>
+                {
+                    tracing::info!(rr = %name,
+                        "a create whose answer was lost had landed; taking back the occurrence it carried");
+                    let uid = rr.metadata.uid.as_deref().and_then(|id| id.parse().ok());
+                    self.take_back(u.fingerprint, &name, uid, u.at);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(rr = %name, error = %e,
+                        "could not check a create whose answer was lost; retrying next round");
+                    unresolved.push(name.clone());
+                    let mut pending = self.occurrences.lock_unknown();
+                    let entry = pending
+                        .entry(name.clone())
+                        .or_insert_with(|| UnknownCreate {
+                            fingerprint: u.fingerprint,
+                            identities: Vec::new(),
+                            at: u.at,
+                        });
+                    // Older first: unseen creates of that name may have been added meanwhile.
+                    let newer = std::mem::replace(&mut entry.identities, u.identities);
+                    entry.identities.extend(newer);
+                    entry.at = entry.at.min(u.at);
+                    forget_oldest(&name, &mut entry.identities);
+                }
+            }
+        }
+        unresolved
+    }
+
+    /// The object `name`/`uid` holds a total of 1 from a create of this process that no answer
+    /// reported. This process's total for it starts at 0 instead; if this process already wrote a
+    /// total for it, that one started from the 1 read back, so it is lowered by one. Either way the
+    /// next write sets the corrected total.
+    fn take_back(&self, fingerprint: Fingerprint, name: &str, uid: Option<Uuid>, at: Timestamp) {
+        let key = ObjectKey::new(name, uid);
+        let started = {
+            let mut mine = self.mine.lock().unwrap_or_else(|p| p.into_inner());
+            mine.get_mut(&key)
+                .map(|m| m.0 = m.0.saturating_sub(1))
+                .is_some()
+        };
+        if started {
+            self.occurrences.add(fingerprint, name, uid, at, None, 0);
+        } else {
+            self.occurrences
+                .unanswered_create(fingerprint, name, uid, at, Created::default());
+        }
+    }
+
     fn starting_point(&self, key: &ObjectKey, p: &Pending) -> Option<Known> {
         if let Some(known) = self
             .known
@@ -400,12 +567,13 @@ impl Flusher {
         {
             return Some(known.clone());
         }
-        // A new RR: no annotations or status yet, and the create response's resourceVersion saves a
-        // read.
-        p.created_rv.as_ref().map(|rv| Known {
+        // A new RR: only the total of 1 its create carried, no status yet; the create response's
+        // resourceVersion saves a read.
+        let created = p.created.as_ref()?;
+        Some(Known {
             uid: key.uid,
-            resource_version: rv.clone(),
-            totals: BTreeMap::new(),
+            resource_version: created.resource_version.clone()?,
+            totals: BTreeMap::from([(self.occurrences.instance.clone(), 1)]),
             base: None,
             dedup: None,
             round: 0,
@@ -427,12 +595,19 @@ impl Flusher {
     }
 
     /// This instance's confirmed total for the object, remembered before the first write so that a
-    /// write whose outcome is unknown is never mistaken for the starting point.
-    fn confirmed_mine(&self, key: &ObjectKey, base: &Known, round: u64) -> i32 {
+    /// write whose outcome is unknown is never mistaken for the starting point. For an object this
+    /// process created, the starting point is 0: the 1 its create carried is the creating signal,
+    /// which the pending delta counts.
+    fn confirmed_mine(&self, key: &ObjectKey, p: &Pending, base: &Known, round: u64) -> i32 {
         let mut mine = self.mine.lock().unwrap_or_else(|p| p.into_inner());
         let entry = mine.entry(key.clone()).or_insert_with(|| {
-            let on_server = base.totals.get(&self.instance).copied();
-            (on_server.unwrap_or(0), round)
+            let on_server = base.totals.get(&self.occurrences.instance).copied();
+            let start = if p.created.is_some() {
+                0
+            } else {
+                on_server.unwrap_or(0)
+            };
+            (start, round)
         });
         entry.1 = round;
         entry.0
@@ -453,14 +628,14 @@ impl Flusher {
             None => self.read(key, deadline).await?,
         };
         let mine = self
-            .confirmed_mine(key, &cur, round)
+            .confirmed_mine(key, p, &cur, round)
             .saturating_add(p.delta);
         let mut confirmed = false;
         let mut failure = ApiError::Conflict;
         let mut done = false;
         for _ in 0..MAX_CONFLICTS {
             let uid = key.uid.or(cur.uid).map(|u| u.to_string());
-            if cur.totals.get(&self.instance) == Some(&mine) && !confirmed {
+            if cur.totals.get(&self.occurrences.instance) == Some(&mine) && !confirmed {
                 // From here on the occurrences are in the annotation: a failure below leaves only
                 // the derived status to rewrite, never the delta to add again.
                 confirmed = true;
@@ -479,7 +654,7 @@ impl Flusher {
                         &key.name,
                         uid.as_deref(),
                         &cur.resource_version,
-                        &self.annotation_key(),
+                        &self.occurrences.annotation(),
                         mine,
                         base,
                         deadline,
@@ -535,10 +710,28 @@ impl Flusher {
             (false, false) => Err(WriteError::Retry(failure)),
         }
     }
+}
 
-    fn annotation_key(&self) -> String {
-        format!("{}{}", meta::OCCURRENCES_PREFIX, self.instance)
+/// Keeps the newest [`MAX_UNKNOWN_PER_NAME`] identities of unseen creates of `name`.
+fn forget_oldest(name: &str, identities: &mut Vec<String>) {
+    let excess = identities.len().saturating_sub(MAX_UNKNOWN_PER_NAME);
+    if excess > 0 {
+        identities.drain(..excess);
+        tracing::warn!(
+            rr = name,
+            forgotten = excess,
+            "too many creates of one name with lost answers; forgetting the oldest (if one of them landed, its RR counts one occurrence more than was answered)"
+        );
     }
+}
+
+/// The admission identity an RR was created with.
+pub(crate) fn created_by(rr: &RemediationRequest) -> Option<&str> {
+    rr.metadata
+        .annotations
+        .as_ref()?
+        .get(meta::CREATED_BY_ANNOTATION)
+        .map(String::as_str)
 }
 
 /// A unique instance per process: the pod (or host) name and a random suffix, short enough to be an
@@ -602,7 +795,10 @@ mod tests {
         let t2: Timestamp = "2026-11-26T12:00:05Z".parse().unwrap();
         let (old, new) = (Some(Uuid::from_u128(1)), Some(Uuid::from_u128(2)));
         assert_eq!(o.record(fp, "rr-a", old, t2, None), 1);
-        assert_eq!(o.record(fp, "rr-a", old, t1, Some("7".into())), 2);
+        let created = Created {
+            resource_version: Some("7".into()),
+        };
+        assert_eq!(o.record(fp, "rr-a", old, t1, Some(created.clone())), 2);
         assert_eq!(o.record(fp, "rr-b", None, t1, None), 1);
         // The same name, another object (deleted and re-created): counted apart.
         assert_eq!(o.record(fp, "rr-a", new, t2, None), 1);
@@ -611,8 +807,8 @@ mod tests {
         let taken = o.take();
         let a = &taken[&ObjectKey::new("rr-a", old)];
         assert_eq!(
-            (a.delta, a.first_seen, a.last_seen, a.created_rv.as_deref()),
-            (2, t1, t2, Some("7"))
+            (a.delta, a.first_seen, a.last_seen, a.created.as_ref()),
+            (2, t1, t2, Some(&created))
         );
         assert_eq!(o.pending_total(), 0);
         o.requeue(ObjectKey::new("rr-a", old), a.clone());
@@ -691,7 +887,7 @@ mod tests {
             delta: 5,
             first_seen: "2026-11-26T12:00:03Z".parse().unwrap(),
             last_seen: "2026-11-26T12:00:09Z".parse().unwrap(),
-            created_rv: None,
+            created: None,
         };
         let fresh = derived(None, &p, 5);
         assert_eq!(fresh.occurrence_count, 5);

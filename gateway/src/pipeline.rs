@@ -217,9 +217,14 @@ impl Decided<'_> {
         }
     }
 
-    /// The enclosing request is answered 503: nothing is recorded or audited, the slots are
-    /// released. The client re-delivers the item, and that delivery is answered and audited.
-    pub fn abandon(self) {}
+    /// The enclosing request is answered 503: nothing is counted or audited, the slots are
+    /// released. The client re-delivers the item, and that delivery is answered and audited. (An RR
+    /// this item created stays; the occurrence its create carried is taken back, `Admission::abandon`.)
+    pub fn abandon(mut self, pipeline: &Pipeline, now: Timestamp) {
+        if let Some(decision) = self.decision.as_mut() {
+            pipeline.admission.abandon(decision, now);
+        }
+    }
 
     fn queue_events(&mut self) {
         let events = std::mem::take(&mut self.events);

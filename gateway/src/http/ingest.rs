@@ -123,7 +123,7 @@ pub async fn prometheus(
             if d.is_retryable() {
                 d.commit(pipeline, now);
             } else {
-                d.abandon();
+                d.abandon(pipeline, now);
             }
         }
         return Err(Problem::unavailable(

@@ -20,7 +20,7 @@ use crate::apiserver::{Resilience, RrApi};
 use crate::audit::store::AuditStore;
 use crate::audit::writer::{AuditWriter, WriterConfig, WriterHandle};
 use crate::index::RrIndex;
-use crate::occurrence::Occurrences;
+use crate::occurrence::{Flusher, Occurrences};
 
 const NS: &str = "ns";
 const BASE: &str = "/apis/kubernaut.ai/v1alpha1/namespaces/ns/remediationrequests";
@@ -114,6 +114,24 @@ fn already_exists() -> (StatusCode, Value) {
     (StatusCode::CONFLICT, status(409, "AlreadyExists"))
 }
 
+/// A merge patch applied as the API server would: `patch` merged into `object`, a new resourceVersion.
+fn merged(object: &Value, patch: &Value) -> Value {
+    fn merge(into: &mut Value, patch: &Value) {
+        match (into, patch) {
+            (Value::Object(into), Value::Object(patch)) => {
+                for (k, v) in patch {
+                    merge(into.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+            (into, patch) => *into = patch.clone(),
+        }
+    }
+    let mut v = object.clone();
+    merge(&mut v, patch);
+    v["metadata"]["resourceVersion"] = json!("101");
+    v
+}
+
 /// The created object as the API server returns it: the request plus uid and resourceVersion.
 fn created(body: &Value) -> (StatusCode, Value) {
     let mut rr = body.clone();
@@ -152,6 +170,9 @@ fn rr_path(s: &Signal, attempt: u32) -> String {
 
 struct Fixture {
     pipeline: Pipeline,
+    /// Writes the pipeline's occurrences to the scripted API server (`flush`).
+    flusher: Flusher,
+    occurrences: Arc<Occurrences>,
     store: AuditStore,
     writer: WriterHandle,
     script: Script,
@@ -159,6 +180,12 @@ struct Fixture {
 }
 
 async fn fixture(steps: Vec<Step>) -> Fixture {
+    fixture_with(steps, Resilience::default()).await
+}
+
+/// The admission's API client uses `resilience` (its retry timing always fast); the flusher has a
+/// client of its own, so a breaker opened by the admission does not stop the flusher.
+async fn fixture_with(steps: Vec<Step>, resilience: Resilience) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
@@ -182,13 +209,30 @@ async fn fixture(steps: Vec<Step>) -> Fixture {
     index.apply(kube::runtime::watcher::Event::Init);
     index.apply(kube::runtime::watcher::Event::InitDone);
     let script = Script::new(steps);
-    let resilience = Resilience {
+    let fast = Resilience {
         initial_backoff: Duration::from_millis(1),
         ..Resilience::default()
     };
-    let api = RrApi::new(script.client(), NS, metrics.clone(), resilience);
-    let admission = Admission::new(index, api, Occurrences::new(metrics.clone()), NS.into());
+    let api = RrApi::new(
+        script.client(),
+        NS,
+        metrics.clone(),
+        Resilience {
+            initial_backoff: fast.initial_backoff,
+            ..resilience
+        },
+    );
+    let occurrences = Occurrences::new(metrics.clone());
+    let flusher = Flusher::new(
+        occurrences.clone(),
+        RrApi::new(script.client(), NS, metrics.clone(), fast),
+        metrics.clone(),
+        Duration::from_secs(1),
+    );
+    let admission = Admission::new(index, api, occurrences.clone(), NS.into());
     Fixture {
+        flusher,
+        occurrences,
         pipeline: Pipeline::new(admission, sink, metrics),
         store,
         writer,
@@ -448,7 +492,7 @@ async fn an_abandoned_item_records_and_audits_nothing() {
     assert_eq!(d.outcome(), AdmissionOutcome::created);
     let admitted = d.decision().unwrap().admitted().clone();
     // The batch it belongs to is answered 503: the client re-delivers it.
-    d.abandon();
+    d.abandon(&f.pipeline, Timestamp::now());
     assert_eq!(f.pipeline.audit.queue_depth(), 0, "its slots are released");
     assert_eq!(
         f.pipeline
@@ -595,4 +639,249 @@ async fn an_unmanaged_target_is_rejected_with_kubernauts_body_and_an_audited_rea
     );
     let answered = d.commit(&f.pipeline, Timestamp::now());
     assert_eq!(answered.body.reason.as_deref(), Some("unmanaged_resource"));
+}
+
+/// The RR object the scripted API server holds, shared by the steps that read and patch it.
+type Held = Arc<Mutex<Option<Value>>>;
+
+/// Creates and holds the object.
+fn create_held(held: &Held) -> impl Fn(&Value) -> (StatusCode, Value) + Send + 'static {
+    let held = held.clone();
+    move |body| {
+        let (code, rr) = created(body);
+        *held.lock().unwrap() = Some(rr.clone());
+        (code, rr)
+    }
+}
+
+/// Applies a patch to the held object and answers it.
+fn patch_held(held: &Held) -> impl Fn(&Value) -> (StatusCode, Value) + Send + 'static {
+    let held = held.clone();
+    move |patch| {
+        let mut held = held.lock().unwrap();
+        let rr = merged(held.as_ref().unwrap(), patch);
+        *held = Some(rr.clone());
+        (StatusCode::OK, rr)
+    }
+}
+
+fn held_count(held: &Held) -> (Option<i64>, Value) {
+    let held = held.lock().unwrap();
+    let rr = held.as_ref().unwrap();
+    (
+        rr["status"]["deduplication"]["occurrenceCount"].as_i64(),
+        rr["metadata"]["annotations"].clone(),
+    )
+}
+
+#[tokio::test]
+async fn a_new_rrs_create_carries_its_occurrence_and_its_first_flush_is_one_status_write() {
+    let s = signal();
+    let held = Held::default();
+    let f = fixture(vec![
+        step("POST", "", create_held(&held)),
+        // No metadata patch: the create already holds this process's total.
+        step(
+            "PATCH",
+            format!("{}/status", rr_path(&s, 1)),
+            patch_held(&held),
+        ),
+    ])
+    .await;
+    let d = f.decide(&s).await;
+    d.commit(&f.pipeline, Timestamp::now());
+    let (_, annotations) = held_count(&held);
+    assert_eq!(annotations[f.occurrences.annotation()], "1");
+    assert_eq!(f.flusher.flush_once(1, None).await, 1);
+    let (count, annotations) = held_count(&held);
+    assert_eq!(count, Some(1));
+    assert_eq!(annotations[f.occurrences.annotation()], "1");
+    assert_eq!(f.script.remaining(), 0, "calls: {:?}", f.script.calls());
+}
+
+#[tokio::test]
+async fn duplicates_before_the_first_flush_raise_the_carried_total_once() {
+    let s = signal();
+    let held = Held::default();
+    let f = fixture(vec![
+        step("POST", "", create_held(&held)),
+        step("PATCH", rr_path(&s, 1), patch_held(&held)),
+        step(
+            "PATCH",
+            format!("{}/status", rr_path(&s, 1)),
+            patch_held(&held),
+        ),
+    ])
+    .await;
+    f.decide(&s).await.commit(&f.pipeline, Timestamp::now());
+    // Two duplicates answered before the flush (the index learns the RR from the create).
+    let mut v = held.lock().unwrap().clone().unwrap();
+    v["status"] = json!({"overallPhase": "Pending"});
+    let indexed: crate::index::IndexedRr = serde_json::from_value(v).unwrap();
+    f.pipeline
+        .admission()
+        .index()
+        .apply(kube::runtime::watcher::Event::Apply(indexed));
+    for _ in 0..2 {
+        let d = f.decide(&s).await;
+        assert_eq!(d.outcome(), AdmissionOutcome::duplicate);
+        d.commit(&f.pipeline, Timestamp::now());
+    }
+    assert_eq!(f.flusher.flush_once(1, None).await, 1);
+    let (count, annotations) = held_count(&held);
+    assert_eq!(
+        count,
+        Some(3),
+        "1 created + 2 duplicates, the creating one not twice"
+    );
+    assert_eq!(annotations[f.occurrences.annotation()], "3");
+    assert_eq!(f.script.remaining(), 0, "calls: {:?}", f.script.calls());
+}
+
+#[tokio::test]
+async fn an_unanswered_create_takes_its_carried_occurrence_back() {
+    let s = signal();
+    let held = Held::default();
+    let f = fixture(vec![
+        step("POST", "", create_held(&held)),
+        step("PATCH", rr_path(&s, 1), patch_held(&held)),
+        step(
+            "PATCH",
+            format!("{}/status", rr_path(&s, 1)),
+            patch_held(&held),
+        ),
+    ])
+    .await;
+    // Its batch is answered 503: the RR stays, but no answer reported it.
+    f.decide(&s).await.abandon(&f.pipeline, Timestamp::now());
+    assert_eq!(f.flusher.flush_once(1, None).await, 1);
+    let (count, annotations) = held_count(&held);
+    assert_eq!(count, Some(0));
+    assert_eq!(annotations[f.occurrences.annotation()], "0");
+    assert_eq!(f.script.remaining(), 0, "calls: {:?}", f.script.calls());
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_was_lost_is_counted_once() {
+    let s = signal();
+    let held = Held::default();
+    let f = fixture(vec![
+        step("POST", "", {
+            let create = create_held(&held);
+            move |body| {
+                create(body);
+                (StatusCode::GATEWAY_TIMEOUT, status(504, "Timeout"))
+            }
+        }),
+        step("POST", "", |_| already_exists()),
+        step("GET", rr_path(&s, 1), {
+            let held = held.clone();
+            move |_| (StatusCode::OK, held.lock().unwrap().clone().unwrap())
+        }),
+        // The flush reads the object (no create response to start from), then writes only the status.
+        step("GET", rr_path(&s, 1), {
+            let held = held.clone();
+            move |_| (StatusCode::OK, held.lock().unwrap().clone().unwrap())
+        }),
+        step(
+            "PATCH",
+            format!("{}/status", rr_path(&s, 1)),
+            patch_held(&held),
+        ),
+    ])
+    .await;
+    let d = f.decide(&s).await;
+    assert_eq!(d.outcome(), AdmissionOutcome::created, "{:?}", d.refusal());
+    d.commit(&f.pipeline, Timestamp::now());
+    assert_eq!(f.flusher.flush_once(1, None).await, 1);
+    let (count, annotations) = held_count(&held);
+    assert_eq!(count, Some(1));
+    assert_eq!(annotations[f.occurrences.annotation()], "1");
+    assert_eq!(f.script.remaining(), 0, "calls: {:?}", f.script.calls());
+}
+
+#[tokio::test]
+async fn a_create_that_landed_unseen_and_was_answered_503_takes_its_occurrence_back() {
+    let s = signal();
+    let held = Held::default();
+    let read_held = || {
+        let held = held.clone();
+        move |_: &Value| (StatusCode::OK, held.lock().unwrap().clone().unwrap())
+    };
+    let f = fixture_with(
+        vec![
+            // The create lands, its answer is lost, and the API server is given up on (the breaker
+            // opens at the first failure here): the signal is answered 503 and will be re-sent.
+            step("POST", "", {
+                let create = create_held(&held);
+                move |body| {
+                    create(body);
+                    (StatusCode::GATEWAY_TIMEOUT, status(504, "Timeout"))
+                }
+            }),
+            // The flusher checks the name: this admission's object, holding the 1 its create carried.
+            step("GET", rr_path(&s, 1), read_held()),
+            // It writes this process's total for the object back to 0, then the derived status.
+            step("GET", rr_path(&s, 1), read_held()),
+            step("PATCH", rr_path(&s, 1), patch_held(&held)),
+            step(
+                "PATCH",
+                format!("{}/status", rr_path(&s, 1)),
+                patch_held(&held),
+            ),
+        ],
+        Resilience {
+            breaker_threshold: 1,
+            breaker_cooldown: Duration::from_secs(3600),
+            ..Resilience::default()
+        },
+    )
+    .await;
+    let d = f.decide(&s).await;
+    assert!(d.is_retryable(), "{:?}", d.refusal());
+    d.commit(&f.pipeline, Timestamp::now());
+    let (_, annotations) = held_count(&held);
+    assert_eq!(
+        annotations[f.occurrences.annotation()],
+        "1",
+        "the create landed"
+    );
+    assert_eq!(f.flusher.flush_once(1, None).await, 1);
+    let (count, annotations) = held_count(&held);
+    assert_eq!(count, Some(0), "no answer reported this RR");
+    assert_eq!(annotations[f.occurrences.annotation()], "0");
+    assert!(f.occurrences.is_empty());
+    assert_eq!(f.script.remaining(), 0, "calls: {:?}", f.script.calls());
+}
+
+#[tokio::test]
+async fn a_create_that_did_not_land_leaves_nothing_to_take_back() {
+    let s = signal();
+    let f = fixture_with(
+        vec![
+            step("POST", "", |_| {
+                (StatusCode::GATEWAY_TIMEOUT, status(504, "Timeout"))
+            }),
+            // The flusher checks the name once: nothing there, nothing to write.
+            step("GET", rr_path(&s, 1), |_| {
+                (StatusCode::NOT_FOUND, status(404, "NotFound"))
+            }),
+        ],
+        Resilience {
+            breaker_threshold: 1,
+            breaker_cooldown: Duration::from_secs(3600),
+            ..Resilience::default()
+        },
+    )
+    .await;
+    let d = f.decide(&s).await;
+    assert!(d.is_retryable(), "{:?}", d.refusal());
+    d.commit(&f.pipeline, Timestamp::now());
+    assert!(
+        !f.occurrences.is_empty(),
+        "the create's outcome is to be checked"
+    );
+    assert_eq!(f.flusher.flush_once(1, None).await, 0);
+    assert!(f.occurrences.is_empty());
+    assert_eq!(f.script.remaining(), 0, "calls: {:?}", f.script.calls());
 }
