@@ -823,3 +823,138 @@ async fn an_old_4_kib_store_converted_offline_keeps_its_events_and_chains() {
     assert_eq!(all(&store, "rr-0").await.len(), 61);
     store.close().await;
 }
+
+/// docs/decisions/0002-writer-skips-json-check.md: the writer's store does not evaluate the table's
+/// `json_valid` CHECK, so what it appends must be JSON by construction — text with escapes, non-ASCII,
+/// nesting and odd numbers included, in a store created before (whose schema keeps the CHECK).
+#[tokio::test]
+async fn the_writers_store_appends_only_valid_json_and_the_check_stays_in_the_schema() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+    // An existing store: created and written by the lookup store, as `serve` does.
+    let lookups = AuditStore::open_with(&StoreConfig::new(&url))
+        .await
+        .unwrap();
+    lookups
+        .append_batch(&[event("rr-0", 0, None)])
+        .await
+        .unwrap();
+    let writer = AuditStore::open_with(
+        &StoreConfig::new(&url)
+            .without_migrations()
+            .for_batch_writer(),
+    )
+    .await
+    .unwrap();
+    let odd = [
+        json!({ "n": 1, "s": "quote \" backslash \\ tab \t nl \n nul-free \u{1} é 雪 🦀" }),
+        json!({ "n": 2, "nested": { "b": [1, -2, 3.5e300, null, true], "a": {} }, "big": u64::MAX }),
+        json!({ "n": 3, "key with \"quotes\"": "\u{7f}\u{2028}", "": "" }),
+    ];
+    let batch: Vec<AuditEvent> = odd
+        .iter()
+        .enumerate()
+        .map(|(i, data)| {
+            let mut ev = event("rr-0", i as u64 + 1, None);
+            ev.event_data = data.clone().into();
+            ev
+        })
+        .collect();
+    assert_eq!(writer.append_batch(&batch).await.unwrap().inserted, 3);
+    writer.close().await;
+
+    let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let invalid: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE NOT json_valid(event_data)")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    assert_eq!(invalid, 0);
+    let schema: String =
+        sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'audit_events'")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    assert!(
+        schema.contains("CHECK (json_valid(event_data))"),
+        "{schema}"
+    );
+    c.close().await.unwrap();
+    let report = lookups.verify().await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(all(&lookups, "rr-0").await.len(), 4);
+    lookups.close().await;
+}
+
+/// docs/audit.md, "The writer's thread": the writer's SQLite appends (on a connection of their own,
+/// `StoreConfig::for_batch_writer`) fail exactly as the pool's do. Another process holding the write
+/// lock past the busy timeout is an unavailable store (the writer retries, then spills), for both.
+#[tokio::test]
+async fn a_locked_sqlite_store_is_unavailable_to_the_writers_appends_as_to_the_pools() {
+    let db = TestDb::sqlite().await;
+    let pool_store = db.open().await;
+    let writer_store = AuditStore::open_with(&db.config().for_batch_writer())
+        .await
+        .unwrap();
+    db.outage_begin().await;
+    for (what, store) in [("pool", &pool_store), ("writer", &writer_store)] {
+        let err = store
+            .append_batch(&[event("rr-0", 0, None)])
+            .await
+            .expect_err(what);
+        assert!(
+            err.is_unavailable() && err.is_retryable(),
+            "{what}: {err:?}"
+        );
+        assert!(err.to_string().contains("locked"), "{what}: {err}");
+    }
+    db.outage_end().await;
+    // And the lock released, both append into one chain.
+    writer_store
+        .append_batch(&[event("rr-0", 1, None)])
+        .await
+        .unwrap();
+    pool_store
+        .append_batch(&[event("rr-0", 2, None)])
+        .await
+        .unwrap();
+    writer_store
+        .append_batch(&[event("rr-0", 3, None)])
+        .await
+        .unwrap();
+    assert_eq!(stored(&all(&pool_store, "rr-0").await), vec![1, 2, 3]);
+    assert!(pool_store.verify().await.unwrap().is_clean());
+    writer_store.close().await;
+    pool_store.close().await;
+}
+
+/// A store that cannot be written (here: opened read-only, `mode=ro`; the tests run as root, whom file
+/// permissions do not stop) is unavailable to the writer's appends as to the pool's: SQLITE_READONLY.
+#[tokio::test]
+async fn a_read_only_sqlite_store_is_unavailable_to_the_writers_appends_as_to_the_pools() {
+    let db = TestDb::sqlite().await;
+    let store = db.open().await;
+    store.append_batch(&[event("rr-0", 0, None)]).await.unwrap();
+    let read_only = format!("{}?mode=ro", db.url);
+    for (what, config) in [
+        ("pool", StoreConfig::new(&read_only).without_migrations()),
+        (
+            "writer",
+            StoreConfig::new(&read_only)
+                .without_migrations()
+                .for_batch_writer(),
+        ),
+    ] {
+        let ro = AuditStore::open_with(&config).await.expect(what);
+        let err = ro
+            .append_batch(&[event("rr-0", 1, None)])
+            .await
+            .expect_err(what);
+        assert!(err.is_unavailable(), "{what}: {err:?}");
+        assert!(err.to_string().contains("readonly"), "{what}: {err}");
+        ro.close().await;
+    }
+    assert_eq!(store.count().await.unwrap(), 1);
+    store.close().await;
+}

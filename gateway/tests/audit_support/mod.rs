@@ -26,8 +26,10 @@ use tokio::sync::Mutex;
 
 pub const PG_ENV: &str = "NAMEGATE_TEST_POSTGRES_URL";
 
-/// Runs each listed async test body `fn name(TestDb)` once per engine: `name::sqlite` and
-/// `name::postgres` (ignored unless PostgreSQL is provided).
+/// Runs each listed async test body `fn name(TestDb)` once per engine: `name::sqlite`,
+/// `name::sqlite_writer` (SQLite opened as the audit writer opens it: appends on a connection of their
+/// own, synchronously; `StoreConfig::for_batch_writer`) and `name::postgres` (ignored unless
+/// PostgreSQL is provided).
 #[allow(unused_macros)] // not every test binary uses it
 macro_rules! both_engines {
     ($($name:ident),* $(,)?) => {
@@ -37,6 +39,12 @@ macro_rules! both_engines {
                 async fn sqlite() {
                     super::audit_support::init_logging();
                     super::$name(super::audit_support::TestDb::sqlite().await).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite_writer() {
+                    super::audit_support::init_logging();
+                    super::$name(super::audit_support::TestDb::sqlite_writer().await).await
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,6 +71,8 @@ pub struct TestDb {
     admin_url: Option<String>,
     db_name: Option<String>,
     lock_holder: Mutex<Option<sqlx::SqliteConnection>>,
+    /// [`TestDb::config`] is the audit writer's ([`StoreConfig::for_batch_writer`]).
+    writer_config: bool,
 }
 
 impl TestDb {
@@ -78,6 +88,15 @@ impl TestDb {
             admin_url: None,
             db_name: None,
             lock_holder: Mutex::new(None),
+            writer_config: false,
+        }
+    }
+
+    /// SQLite, every store opened with the audit writer's settings.
+    pub async fn sqlite_writer() -> Self {
+        Self {
+            writer_config: true,
+            ..Self::sqlite().await
         }
     }
 
@@ -109,6 +128,7 @@ impl TestDb {
             admin_url: Some(admin_url),
             db_name: Some(db_name),
             lock_holder: Mutex::new(None),
+            writer_config: false,
         }
     }
 
@@ -117,6 +137,9 @@ impl TestDb {
         let mut cfg = StoreConfig::new(&self.url);
         cfg.acquire_timeout = Duration::from_millis(1500);
         cfg.busy_timeout = Duration::from_millis(200);
+        if self.writer_config {
+            cfg = cfg.for_batch_writer();
+        }
         cfg
     }
 

@@ -19,6 +19,7 @@
 pub mod datastorage;
 mod postgres;
 mod sqlite;
+mod sqlite_writer;
 
 use std::fmt;
 use std::io;
@@ -63,6 +64,15 @@ pub struct StoreConfig {
     /// SQLite: each connection's page cache, KiB; `None` keeps SQLite's default (2,000 KiB). The audit
     /// writer's own store sets [`StoreConfig::for_batch_writer`]'s size.
     pub sqlite_page_cache_kib: Option<u32>,
+    /// SQLite: whether this store's connections evaluate the `json_valid(event_data)` CHECK. Only the
+    /// audit writer's store turns it off ([`StoreConfig::for_batch_writer`]): it stores nothing but
+    /// `EventData` text, canonical JSON by construction (docs/audit.md, "Store").
+    pub sqlite_check_event_data: bool,
+    /// SQLite: appends run synchronously on the calling thread, on a connection of their own
+    /// (`rusqlite`), instead of through sqlx's worker thread. Only for a store driven from a thread of
+    /// its own: the audit writer's ([`StoreConfig::for_batch_writer`]; docs/audit.md, "The writer's
+    /// thread").
+    pub sqlite_direct_appends: bool,
 }
 
 impl StoreConfig {
@@ -78,15 +88,21 @@ impl StoreConfig {
             checkpoint_interval: checkpoint::DEFAULT_INTERVAL,
             token_file: None,
             sqlite_page_cache_kib: None,
+            sqlite_check_event_data: true,
+            sqlite_direct_appends: false,
         }
     }
 
     /// The store of the audit writer, which appends batches of up to thousands of events: with SQLite,
     /// a page cache with room for a whole batch's pages (docs/audit.md, "Store"). Only the writer's
     /// pool gets it (it uses one connection at a time), so the lookup pool's memory stays SQLite's
-    /// default.
+    /// default. Its SQLite connections also skip the `json_valid` CHECK of `event_data`, which was
+    /// 11–16 % of the store's CPU per event: the writer only stores `EventData`, valid JSON by
+    /// construction, and every other connection keeps the check (docs/decisions/0002-writer-skips-json-check.md).
     pub fn for_batch_writer(mut self) -> Self {
         self.sqlite_page_cache_kib = Some(sqlite::BATCH_PAGE_CACHE_KIB);
+        self.sqlite_check_event_data = false;
+        self.sqlite_direct_appends = true;
         self
     }
 
@@ -158,6 +174,14 @@ pub enum StoreError {
     /// the writer (spill until an operator fixes it); a distinct problem for lookups.
     #[error("DataStorage refused namegate's credentials ({status}): {reason}")]
     CredentialsRefused { status: u16, reason: String },
+    /// An error of the audit writer's own SQLite connection (`sqlite_direct_appends`), classified by
+    /// its result code with the same table as sqlx's SQLite errors.
+    #[error("audit store {}: {source}", class.describe())]
+    Sqlite {
+        class: ErrorClass,
+        #[source]
+        source: rusqlite::Error,
+    },
     /// DataStorage answered a query with something namegate cannot use (an unexpected status, an
     /// unreadable body or row): an upstream fault, not a caller's.
     #[error("DataStorage's answer to a query is unusable: {0}")]
@@ -174,6 +198,10 @@ impl StoreError {
                 | Self::Timeout(_)
                 | Self::Http { .. }
                 | Self::CredentialsRefused { .. }
+                | Self::Sqlite {
+                    class: ErrorClass::Unavailable,
+                    ..
+                }
         )
     }
 
@@ -204,6 +232,10 @@ impl StoreError {
                 | Self::Transient(_)
                 | Self::Http { .. }
                 | Self::CredentialsRefused { .. }
+                | Self::Sqlite {
+                    class: ErrorClass::Unavailable | ErrorClass::Transient,
+                    ..
+                }
         )
     }
 
@@ -270,10 +302,37 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-enum ErrorClass {
+impl From<rusqlite::Error> for StoreError {
+    fn from(source: rusqlite::Error) -> Self {
+        let class = match &source {
+            rusqlite::Error::SqliteFailure(e, _) => sqlite::classify_extended(e.extended_code),
+            // Not SQLite's answer but this side's (a column of an unexpected type, …).
+            _ => ErrorClass::Permanent,
+        };
+        StoreError::Sqlite { class, source }
+    }
+}
+
+/// What a driver error means for the caller ([`StoreError::is_unavailable`],
+/// [`StoreError::is_retryable`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The store cannot be reached or written now: retry later, spill meanwhile.
     Unavailable,
+    /// A conflict that a retry soon resolves.
     Transient,
+    /// Retrying fails the same way.
     Permanent,
+}
+
+impl ErrorClass {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Unavailable => "unavailable",
+            Self::Transient => "busy, retry",
+            Self::Permanent => "error",
+        }
+    }
 }
 
 /// Which engine a store runs on.
@@ -715,6 +774,8 @@ pub struct AuditStore {
     hasher: ChainHasher,
     url: String,
     checkpoints: Option<Arc<Checkpointer>>,
+    /// SQLite with [`StoreConfig::sqlite_direct_appends`]: the connection appends go through.
+    direct: Option<Arc<sqlite_writer::Appender>>,
 }
 
 impl AuditStore {
@@ -752,11 +813,20 @@ impl AuditStore {
                     config.checkpoint_interval,
                 ))
             });
+        let direct = match (&backend, config.sqlite_direct_appends) {
+            (Backend::Sqlite(_), true) => sqlite::file_of(config)?
+                .map(|(file, read_only)| {
+                    sqlite_writer::Appender::open(&file, read_only, config).map(Arc::new)
+                })
+                .transpose()?,
+            _ => None,
+        };
         let store = Self {
             backend,
             hasher,
             url: redact_url(&config.url),
             checkpoints,
+            direct,
         };
         if config.migrate && !is_datastorage {
             store.migrate().await?;
@@ -860,6 +930,10 @@ impl AuditStore {
         // The engines leave exactly the inserted rows, chained, in `rows` (SQLite moves their text
         // into its statement; what the checkpoint records of a row stays).
         let mut report = match &self.backend {
+            // Synchronous: this store belongs to a thread of its own (`sqlite_direct_appends`).
+            Backend::Sqlite(_) if let Some(direct) = &self.direct => {
+                direct.append(&self.hasher, &mut rows)?
+            }
             Backend::Sqlite(pool) => sqlite::append(pool, &self.hasher, &mut rows).await?,
             Backend::Postgres(pool) => postgres::append(pool, &self.hasher, &mut rows).await?,
             Backend::DataStorage(_) => unreachable!("handled above"),
@@ -994,6 +1068,9 @@ impl AuditStore {
     /// Closes the pools (waits for checked-out connections to come back).
     pub async fn close(&self) {
         self.flush_checkpoint();
+        if let Some(direct) = &self.direct {
+            direct.close();
+        }
         match &self.backend {
             Backend::Sqlite(pool) => pool.close().await,
             Backend::Postgres(pool) => pool.close().await,

@@ -23,11 +23,17 @@ macro_rules! columns {
     };
 }
 
-/// SQLite result codes (primary code = extended code & 0xff).
+/// SQLite result codes as sqlx reports them (the extended code as text).
 pub(super) fn classify_code(code: &str) -> ErrorClass {
-    let Ok(extended) = code.parse::<i32>() else {
-        return ErrorClass::Permanent;
-    };
+    match code.parse::<i32>() {
+        Ok(extended) => classify_extended(extended),
+        Err(_) => ErrorClass::Permanent,
+    }
+}
+
+/// SQLite result codes (primary code = extended code & 0xff); sqlx's errors and the writer's own
+/// connection's ([`super::sqlite_writer`]) alike.
+pub(super) fn classify_extended(extended: i32) -> ErrorClass {
     match extended & 0xff {
         // BUSY/LOCKED after busy_timeout: another process holds the write lock for longer than we wait —
         // from the writer's point of view the store is unavailable (retry later, spill meanwhile).
@@ -71,6 +77,14 @@ pub(super) async fn connect(config: &StoreConfig) -> Result<SqlitePool, StoreErr
         // when later rows changed them). Durability is unchanged: the commit writes and syncs the WAL.
         options = options.pragma("cache_size", format!("-{kib}"));
     }
+    if !config.sqlite_check_event_data {
+        // The writer's connections: `event_data` is `EventData` text, JSON by construction, so the
+        // table's `CHECK (json_valid(event_data))` — a second parse of every row, 11–16 % of this
+        // thread's CPU — is not evaluated (docs/decisions/0002-writer-skips-json-check.md). It skips
+        // CHECK constraints only: NOT NULL, UNIQUE, STRICT column types and the append-only
+        // triggers still apply; other connections (lookups, migrations, tools) keep the CHECK.
+        options = options.pragma("ignore_check_constraints", "ON");
+    }
     let file = options.get_filename();
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
@@ -84,6 +98,20 @@ pub(super) async fn connect(config: &StoreConfig) -> Result<SqlitePool, StoreErr
         .connect_with(options)
         .await?;
     Ok(pool)
+}
+
+/// The database file `config.url` names, and whether it asks to be opened read-only (`mode=ro`, as
+/// sqlx reads it); `None` for an in-memory database, which another connection could not share (its
+/// appends stay on the pool).
+pub(super) fn file_of(
+    config: &StoreConfig,
+) -> Result<Option<(std::path::PathBuf, bool)>, StoreError> {
+    let options = SqliteConnectOptions::from_str(&config.url).map_err(StoreError::Database)?;
+    let file = options.get_filename();
+    let query = config.url.split_once('?').map_or("", |(_, q)| q);
+    let mode = query.split('&').find_map(|kv| kv.strip_prefix("mode="));
+    let in_memory = config.url.contains(":memory:") || mode == Some("memory");
+    Ok((!in_memory).then(|| (file.to_owned(), mode == Some("ro"))))
 }
 
 pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
@@ -178,7 +206,7 @@ const BINDS_PER_ROW: usize = 26;
 const MAX_ROWS_PER_INSERT: usize = 256;
 
 /// `INSERT … VALUES (?, …), (?, …)` for `rows` rows (a power of two ≤ [`MAX_ROWS_PER_INSERT`]).
-fn insert_sql(rows: usize) -> &'static str {
+pub(super) fn insert_sql(rows: usize) -> &'static str {
     static SQL: OnceLock<Vec<String>> = OnceLock::new();
     let all = SQL.get_or_init(|| {
         (0..=MAX_ROWS_PER_INSERT.trailing_zeros())
@@ -249,7 +277,7 @@ async fn insert_rows(
 }
 
 /// The largest power of two ≤ `min(remaining, MAX_ROWS_PER_INSERT)`.
-fn chunk_len(remaining: usize) -> usize {
+pub(super) fn chunk_len(remaining: usize) -> usize {
     let n = remaining.min(MAX_ROWS_PER_INSERT);
     1 << (usize::BITS - 1 - n.leading_zeros())
 }
@@ -334,7 +362,7 @@ pub(super) async fn for_each_in_chain_order(
     Ok(())
 }
 
-fn json_array(items: &[&str]) -> String {
+pub(super) fn json_array(items: &[&str]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
 }
 
@@ -388,6 +416,30 @@ mod tests {
         let sync = pragma(&pool, "synchronous").await;
         assert_eq!(sync, 2);
         pool.close().await;
+    }
+
+    /// docs/audit.md, "Store": the writer's connections do not evaluate the table's `json_valid`
+    /// CHECK (it only ever stores `EventData`, canonical JSON text by construction); every other
+    /// connection still does, so no other writer can store text that is not JSON.
+    #[tokio::test]
+    async fn only_the_writers_connections_skip_the_event_data_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+        let lookups = connect(&StoreConfig::new(url.clone())).await.unwrap();
+        migrate(&lookups).await.unwrap();
+        assert_eq!(pragma(&lookups, "ignore_check_constraints").await, 0);
+        let bad = "INSERT INTO audit_events (event_id, event_version, event_timestamp, event_type, \
+                   event_category, event_action, event_outcome, correlation_id, event_data, \
+                   event_hash, hash_algorithm) \
+                   VALUES ('e1', '1.0', 't', 'x', 'c', 'a', 'o', 'k', 'not json', 'h', 'sha256')";
+        let err = sqlx::query(bad).execute(&lookups).await.unwrap_err();
+        assert!(err.to_string().contains("CHECK"), "{err}");
+        lookups.close().await;
+        let writer = connect(&StoreConfig::new(url).for_batch_writer())
+            .await
+            .unwrap();
+        assert_eq!(pragma(&writer, "ignore_check_constraints").await, 1);
+        writer.close().await;
     }
 
     #[tokio::test]
