@@ -13,6 +13,7 @@ mod podlevel;
 mod procs;
 mod report;
 mod run;
+mod storecost;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -56,6 +57,23 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         expect: u64,
     },
+    /// The audit store's CPU per appended event, without HTTP around it: alternates configurations
+    /// of this one binary (docs/benchmarks.md, "The SQLite store's CPU per event").
+    StoreCost {
+        /// Where the scratch stores go (one file per variant, replaced by each run).
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Events per append (the writer's full batch).
+        #[arg(long, default_value_t = 2048)]
+        batch: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// pool-check, pool, direct (comma-separated), run in this order in every round.
+        #[arg(long, value_delimiter = ',', default_value = "pool-check,pool,direct")]
+        variants: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -77,6 +95,13 @@ fn main() -> ExitCode {
             println!("{}", serde_json::to_string(&m).map_err(|e| e.to_string())?);
             Ok(())
         }),
+        Command::StoreCost {
+            dir,
+            events,
+            batch,
+            rounds,
+            variants,
+        } => store_cost(&dir, events, batch, rounds, &variants),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -85,6 +110,37 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn store_cost(
+    dir: &std::path::Path,
+    events: u64,
+    batch: usize,
+    rounds: u32,
+    variants: &[String],
+) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    println!(
+        "| round | variant | events | wall s | CPU µs per event: total | audit-writer | sqlx-sqlite-worker | other |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for round in 1..=rounds {
+        for variant in variants {
+            let r = storecost::run(dir, variant, events, batch)?;
+            let get = |k: &str| r.per_event_us.get(k).copied().unwrap_or(0.0);
+            let total: f64 = r.per_event_us.values().sum();
+            println!(
+                "| {round} | {} | {} | {:.2} | {total:.1} | {:.1} | {:.1} | {:.1} |",
+                r.variant,
+                r.events,
+                r.wall_s,
+                get("audit-writer"),
+                get("sqlx-sqlite-wor"),
+                get("other")
+            );
+        }
+    }
+    Ok(())
 }
 
 fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, String> {
