@@ -185,6 +185,26 @@ impl Occurrences {
         identity: &str,
         at: Timestamp,
     ) {
+        self.merge_unknown(name, fingerprint, at, |ids| ids.push(identity.to_owned()));
+    }
+
+    /// Puts back unseen creates the flusher could not check, in front of any added meanwhile.
+    fn unknown_again(&self, name: &str, older: UnknownCreate) {
+        self.merge_unknown(name, older.fingerprint, older.at, |ids| {
+            let newer = std::mem::replace(ids, older.identities);
+            ids.extend(newer);
+        });
+    }
+
+    /// Applies `add` to the identities waiting for `name`, then keeps the newest
+    /// [`MAX_UNKNOWN_PER_NAME`].
+    fn merge_unknown(
+        &self,
+        name: &str,
+        fingerprint: Fingerprint,
+        at: Timestamp,
+        add: impl FnOnce(&mut Vec<String>),
+    ) {
         let mut unknown = self.lock_unknown();
         let entry = unknown
             .entry(name.to_owned())
@@ -193,9 +213,17 @@ impl Occurrences {
                 identities: Vec::new(),
                 at,
             });
-        entry.identities.push(identity.to_owned());
+        add(&mut entry.identities);
         entry.at = entry.at.min(at);
-        forget_oldest(name, &mut entry.identities);
+        let excess = entry.identities.len().saturating_sub(MAX_UNKNOWN_PER_NAME);
+        if excess > 0 {
+            entry.identities.drain(..excess);
+            tracing::warn!(
+                rr = name,
+                forgotten = excess,
+                "too many creates of one name with lost answers; forgetting the oldest (if one of them landed, its RR counts one occurrence more than was answered)"
+            );
+        }
     }
 
     fn lock_unknown(&self) -> std::sync::MutexGuard<'_, HashMap<String, UnknownCreate>> {
@@ -518,20 +546,8 @@ impl Flusher {
                 Err(e) => {
                     tracing::warn!(rr = %name, error = %e,
                         "could not check a create whose answer was lost; retrying next round");
-                    unresolved.push(name.clone());
-                    let mut pending = self.occurrences.lock_unknown();
-                    let entry = pending
-                        .entry(name.clone())
-                        .or_insert_with(|| UnknownCreate {
-                            fingerprint: u.fingerprint,
-                            identities: Vec::new(),
-                            at: u.at,
-                        });
-                    // Older first: unseen creates of that name may have been added meanwhile.
-                    let newer = std::mem::replace(&mut entry.identities, u.identities);
-                    entry.identities.extend(newer);
-                    entry.at = entry.at.min(u.at);
-                    forget_oldest(&name, &mut entry.identities);
+                    self.occurrences.unknown_again(&name, u);
+                    unresolved.push(name);
                 }
             }
         }
@@ -712,19 +728,6 @@ impl Flusher {
     }
 }
 
-/// Keeps the newest [`MAX_UNKNOWN_PER_NAME`] identities of unseen creates of `name`.
-fn forget_oldest(name: &str, identities: &mut Vec<String>) {
-    let excess = identities.len().saturating_sub(MAX_UNKNOWN_PER_NAME);
-    if excess > 0 {
-        identities.drain(..excess);
-        tracing::warn!(
-            rr = name,
-            forgotten = excess,
-            "too many creates of one name with lost answers; forgetting the oldest (if one of them landed, its RR counts one occurrence more than was answered)"
-        );
-    }
-}
-
 /// The admission identity an RR was created with.
 pub(crate) fn created_by(rr: &RemediationRequest) -> Option<&str> {
     rr.metadata
@@ -785,6 +788,29 @@ mod tests {
         Occurrences::new(Metrics::register(
             &mut prometheus_client::registry::Registry::default(),
         ))
+    }
+
+    #[test]
+    fn unseen_creates_are_kept_per_name_oldest_first_and_bounded() {
+        let o = occ();
+        let fp = Fingerprint::of_input("ns:Deployment:a");
+        let t: Timestamp = "2026-11-26T12:00:00Z".parse().unwrap();
+        for i in 0..MAX_UNKNOWN_PER_NAME + 6 {
+            o.unknown_create(fp, "rr-a", &format!("id-{i}"), t);
+        }
+        o.unknown_create(fp, "rr-b", "id-b", t);
+        assert!(!o.is_empty(), "creates to check keep the accounting busy");
+        let mut taken = std::mem::take(&mut *o.lock_unknown());
+        let a = taken.remove("rr-a").unwrap();
+        assert_eq!(a.identities.len(), MAX_UNKNOWN_PER_NAME);
+        assert_eq!(a.identities[0], "id-6", "the oldest are forgotten");
+        // Put back unchecked while a newer one arrived: the older stay in front, the bound holds.
+        o.unknown_create(fp, "rr-a", "id-new", t);
+        o.unknown_again("rr-a", a);
+        let again = &o.lock_unknown()["rr-a"];
+        assert_eq!(again.identities.len(), MAX_UNKNOWN_PER_NAME);
+        assert_eq!(again.identities.last().map(String::as_str), Some("id-new"));
+        assert_eq!(again.identities[0], "id-7");
     }
 
     #[test]

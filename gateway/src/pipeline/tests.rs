@@ -665,6 +665,15 @@ fn patch_held(held: &Held) -> impl Fn(&Value) -> (StatusCode, Value) + Send + 's
     }
 }
 
+/// After a flush: the held object counts `count`, this process's total is `total`, and the script
+/// was played to its end.
+fn assert_written(f: &Fixture, held: &Held, count: i64, total: &str) {
+    let (written, annotations) = held_count(held);
+    assert_eq!(written, Some(count));
+    assert_eq!(annotations[f.occurrences.annotation()], total);
+    assert_eq!(f.script.remaining(), 0, "calls: {:?}", f.script.calls());
+}
+
 fn held_count(held: &Held) -> (Option<i64>, Value) {
     let held = held.lock().unwrap();
     let rr = held.as_ref().unwrap();
@@ -693,10 +702,7 @@ async fn a_new_rrs_create_carries_its_occurrence_and_its_first_flush_is_one_stat
     let (_, annotations) = held_count(&held);
     assert_eq!(annotations[f.occurrences.annotation()], "1");
     assert_eq!(f.flusher.flush_once(1, None).await, 1);
-    let (count, annotations) = held_count(&held);
-    assert_eq!(count, Some(1));
-    assert_eq!(annotations[f.occurrences.annotation()], "1");
-    assert_eq!(f.script.remaining(), 0, "calls: {:?}", f.script.calls());
+    assert_written(&f, &held, 1, "1");
 }
 
 #[tokio::test]
@@ -728,14 +734,8 @@ async fn duplicates_before_the_first_flush_raise_the_carried_total_once() {
         d.commit(&f.pipeline, Timestamp::now());
     }
     assert_eq!(f.flusher.flush_once(1, None).await, 1);
-    let (count, annotations) = held_count(&held);
-    assert_eq!(
-        count,
-        Some(3),
-        "1 created + 2 duplicates, the creating one not twice"
-    );
-    assert_eq!(annotations[f.occurrences.annotation()], "3");
-    assert_eq!(f.script.remaining(), 0, "calls: {:?}", f.script.calls());
+    // 1 created + 2 duplicates: the creating signal is not counted twice.
+    assert_written(&f, &held, 3, "3");
 }
 
 #[tokio::test]
@@ -755,10 +755,7 @@ async fn an_unanswered_create_takes_its_carried_occurrence_back() {
     // Its batch is answered 503: the RR stays, but no answer reported it.
     f.decide(&s).await.abandon(&f.pipeline, Timestamp::now());
     assert_eq!(f.flusher.flush_once(1, None).await, 1);
-    let (count, annotations) = held_count(&held);
-    assert_eq!(count, Some(0));
-    assert_eq!(annotations[f.occurrences.annotation()], "0");
-    assert_eq!(f.script.remaining(), 0, "calls: {:?}", f.script.calls());
+    assert_written(&f, &held, 0, "0");
 }
 
 #[tokio::test]
@@ -794,10 +791,7 @@ async fn a_create_whose_answer_was_lost_is_counted_once() {
     assert_eq!(d.outcome(), AdmissionOutcome::created, "{:?}", d.refusal());
     d.commit(&f.pipeline, Timestamp::now());
     assert_eq!(f.flusher.flush_once(1, None).await, 1);
-    let (count, annotations) = held_count(&held);
-    assert_eq!(count, Some(1));
-    assert_eq!(annotations[f.occurrences.annotation()], "1");
-    assert_eq!(f.script.remaining(), 0, "calls: {:?}", f.script.calls());
+    assert_written(&f, &held, 1, "1");
 }
 
 #[tokio::test]
@@ -847,11 +841,9 @@ async fn a_create_that_landed_unseen_and_was_answered_503_takes_its_occurrence_b
         "the create landed"
     );
     assert_eq!(f.flusher.flush_once(1, None).await, 1);
-    let (count, annotations) = held_count(&held);
-    assert_eq!(count, Some(0), "no answer reported this RR");
-    assert_eq!(annotations[f.occurrences.annotation()], "0");
+    // No answer reported this RR.
+    assert_written(&f, &held, 0, "0");
     assert!(f.occurrences.is_empty());
-    assert_eq!(f.script.remaining(), 0, "calls: {:?}", f.script.calls());
 }
 
 #[tokio::test]
