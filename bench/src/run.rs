@@ -47,6 +47,10 @@ pub struct RunArgs {
     /// Open-loop rate as a fraction of the measured maximum duplicate throughput.
     #[arg(long, default_value_t = 0.5)]
     pub rate_fraction: f64,
+    /// §4's open-loop rate in requests per second, instead of `--rate-fraction` × §2's gateway rate:
+    /// before/after pairs at the same rate when §2 moves with the machine's load.
+    #[arg(long)]
+    pub open_rate: Option<f64>,
     /// Length of each open-loop measurement.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub open_duration: Duration,
@@ -364,7 +368,10 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
                 }
             ));
         }
-        let rate = (gw_closed.rps() * args.rate_fraction).max(1.0);
+        let rate = args
+            .open_rate
+            .unwrap_or(gw_closed.rps() * args.rate_fraction)
+            .max(1.0);
         eprintln!(
             "bench: §4 latency at {rate:.0} rps (open loop); load average {}",
             procs::loadavg()
@@ -387,7 +394,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
             format!(
                 "duplicate latency at {} rps = {} of max (open loop, {} connections, {} s) p50 / p99 / p99.9",
                 num(rate),
-                pct(args.rate_fraction),
+                pct(rate / gw_closed.rps().max(1.0)),
                 args.concurrency,
                 args.open_duration.as_secs_f64()
             ),
