@@ -213,8 +213,13 @@ pub(super) fn insert_sql(rows: usize) -> &'static str {
             .map(|p| {
                 let n = 1usize << p;
                 let row = format!("({})", vec!["?"; BINDS_PER_ROW].join(", "));
+                // OR FAIL, not SQLite's default ABORT: a multi-row statement that may abort keeps a
+                // statement journal (a copy of every page it changes, to undo only itself), 12 % of
+                // the writer's CPU per event; one that fails just stops. Either way an error ends the
+                // whole append, whose transaction is rolled back (docs/benchmarks.md, "The SQLite
+                // store's CPU per event").
                 format!(
-                    "INSERT INTO audit_events ({INSERT_COLUMNS}) VALUES {}",
+                    "INSERT OR FAIL INTO audit_events ({INSERT_COLUMNS}) VALUES {}",
                     vec![row.as_str(); n].join(", ")
                 )
             })
@@ -464,6 +469,39 @@ mod tests {
         // at ~16 MiB (docs/audit.md, "Store").
         let ckpt = pragma(&pool, "wal_autocheckpoint").await;
         assert_eq!(ckpt, 1000);
+        pool.close().await;
+    }
+
+    /// What `INSERT OR FAIL` relies on: a statement that fails midway leaves its earlier rows in
+    /// the transaction, and the append's rollback removes them with everything else.
+    #[tokio::test]
+    async fn an_insert_that_fails_midway_leaves_nothing_after_the_rollback() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+        let pool = connect(&StoreConfig::new(url)).await.unwrap();
+        migrate(&pool).await.unwrap();
+        assert!(insert_sql(2).starts_with("INSERT OR FAIL INTO audit_events"));
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        // Two rows with one event_id: the second violates UNIQUE after the first is in.
+        let mut q = sqlx::query(insert_sql(2));
+        for _row in 0..2 {
+            for column in 0..BINDS_PER_ROW {
+                q = match column {
+                    20 => q.bind(None::<i64>), // duration_ms
+                    18 => q.bind("{}"),        // event_data
+                    _ => q.bind("same"),
+                };
+            }
+        }
+        let err = q.execute(&mut *tx).await.unwrap_err();
+        let db = err.as_database_error().expect("a database error");
+        assert!(db.is_unique_violation(), "{err}");
+        tx.rollback().await.unwrap();
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, 0);
         pool.close().await;
     }
 
