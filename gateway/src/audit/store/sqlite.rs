@@ -214,8 +214,8 @@ pub(super) fn insert_sql(rows: usize) -> &'static str {
                 let n = 1usize << p;
                 let row = format!("({})", vec!["?"; BINDS_PER_ROW].join(", "));
                 // OR FAIL, not SQLite's default ABORT: a multi-row statement that may abort keeps a
-                // statement journal (a copy of every page it changes, to undo only itself), 12 % of
-                // the writer's CPU per event; one that fails just stops. Either way an error ends the
+                // statement journal (a copy of every page it changes, to undo only itself), 18 % of
+                // the writer's store samples; one that fails just stops. Either way an error ends the
                 // whole append, whose transaction is rolled back (docs/benchmarks.md, "The SQLite
                 // store's CPU per event").
                 format!(
