@@ -65,7 +65,8 @@ pub struct Admitted {
     pub count: i32,
     pub first_seen: Timestamp,
     pub last_seen: Timestamp,
-    /// The create response's resourceVersion (created only): lets the first status write skip a read.
+    /// Set when this admission's create made the object (which then holds this process's occurrence
+    /// total of 1), with the create response's resourceVersion when it was seen.
     pub created: Option<Created>,
 }
 
