@@ -568,13 +568,17 @@ async fn another_admissions_create_is_a_duplicate() {
 }
 
 /// The index's view: RR attempt 1 of `s`, finished.
-fn index_terminal_attempt_one(f: &Fixture, s: &Signal) {
-    let v = existing(s, 1, terminal(), json!({}));
-    let indexed: crate::index::IndexedRr = serde_json::from_value(v).unwrap();
+/// The index learns `rr` as from its watch.
+fn index(f: &Fixture, rr: Value) {
+    let indexed: crate::index::IndexedRr = serde_json::from_value(rr).unwrap();
     f.pipeline
         .admission()
         .index()
         .apply(kube::runtime::watcher::Event::Apply(indexed));
+}
+
+fn index_terminal_attempt_one(f: &Fixture, s: &Signal) {
+    index(f, existing(s, 1, terminal(), json!({})));
 }
 
 #[tokio::test]
@@ -654,6 +658,20 @@ fn create_held(held: &Held) -> impl Fn(&Value) -> (StatusCode, Value) + Send + '
     }
 }
 
+/// The flush's annotation write (this process's total) on the held attempt-1 object.
+fn write_total(s: &Signal, held: &Held) -> Step {
+    step("PATCH", rr_path(s, 1), patch_held(held))
+}
+
+/// The flush's status write on the held attempt-1 object.
+fn write_status(s: &Signal, held: &Held) -> Step {
+    step(
+        "PATCH",
+        format!("{}/status", rr_path(s, 1)),
+        patch_held(held),
+    )
+}
+
 /// Applies a patch to the held object and answers it.
 fn patch_held(held: &Held) -> impl Fn(&Value) -> (StatusCode, Value) + Send + 'static {
     let held = held.clone();
@@ -690,11 +708,7 @@ async fn a_new_rrs_create_carries_its_occurrence_and_its_first_flush_is_one_stat
     let f = fixture(vec![
         step("POST", "", create_held(&held)),
         // No metadata patch: the create already holds this process's total.
-        step(
-            "PATCH",
-            format!("{}/status", rr_path(&s, 1)),
-            patch_held(&held),
-        ),
+        write_status(&s, &held),
     ])
     .await;
     let d = f.decide(&s).await;
@@ -711,23 +725,15 @@ async fn duplicates_before_the_first_flush_raise_the_carried_total_once() {
     let held = Held::default();
     let f = fixture(vec![
         step("POST", "", create_held(&held)),
-        step("PATCH", rr_path(&s, 1), patch_held(&held)),
-        step(
-            "PATCH",
-            format!("{}/status", rr_path(&s, 1)),
-            patch_held(&held),
-        ),
+        write_total(&s, &held),
+        write_status(&s, &held),
     ])
     .await;
     f.decide(&s).await.commit(&f.pipeline, Timestamp::now());
     // Two duplicates answered before the flush (the index learns the RR from the create).
     let mut v = held.lock().unwrap().clone().unwrap();
     v["status"] = json!({"overallPhase": "Pending"});
-    let indexed: crate::index::IndexedRr = serde_json::from_value(v).unwrap();
-    f.pipeline
-        .admission()
-        .index()
-        .apply(kube::runtime::watcher::Event::Apply(indexed));
+    index(&f, v);
     for _ in 0..2 {
         let d = f.decide(&s).await;
         assert_eq!(d.outcome(), AdmissionOutcome::duplicate);
@@ -744,12 +750,8 @@ async fn an_unanswered_create_takes_its_carried_occurrence_back() {
     let held = Held::default();
     let f = fixture(vec![
         step("POST", "", create_held(&held)),
-        step("PATCH", rr_path(&s, 1), patch_held(&held)),
-        step(
-            "PATCH",
-            format!("{}/status", rr_path(&s, 1)),
-            patch_held(&held),
-        ),
+        write_total(&s, &held),
+        write_status(&s, &held),
     ])
     .await;
     // Its batch is answered 503: the RR stays, but no answer reported it.
@@ -780,11 +782,7 @@ async fn a_create_whose_answer_was_lost_is_counted_once() {
             let held = held.clone();
             move |_| (StatusCode::OK, held.lock().unwrap().clone().unwrap())
         }),
-        step(
-            "PATCH",
-            format!("{}/status", rr_path(&s, 1)),
-            patch_held(&held),
-        ),
+        write_status(&s, &held),
     ])
     .await;
     let d = f.decide(&s).await;
@@ -817,12 +815,8 @@ async fn a_create_that_landed_unseen_and_was_answered_503_takes_its_occurrence_b
             step("GET", rr_path(&s, 1), read_held()),
             // It writes this process's total for the object back to 0, then the derived status.
             step("GET", rr_path(&s, 1), read_held()),
-            step("PATCH", rr_path(&s, 1), patch_held(&held)),
-            step(
-                "PATCH",
-                format!("{}/status", rr_path(&s, 1)),
-                patch_held(&held),
-            ),
+            write_total(&s, &held),
+            write_status(&s, &held),
         ],
         Resilience {
             breaker_threshold: 1,

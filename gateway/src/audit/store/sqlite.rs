@@ -137,6 +137,37 @@ pub(super) async fn applied_versions(pool: &SqlitePool) -> Result<Vec<i64>, Stor
     Ok(versions)
 }
 
+/// The stored IDs among a JSON array of event IDs (`?1`): an append skips those (replays, retries).
+pub(super) const STORED_IDS_SQL: &str =
+    "SELECT event_id FROM audit_events WHERE event_id IN (SELECT value FROM json_each(?1))";
+
+/// Each correlation ID of a JSON array (`?1`) with the hash of its chain's last event, if any.
+pub(super) const CHAIN_TAILS_SQL: &str = "SELECT value, (SELECT event_hash FROM audit_events \
+                        WHERE correlation_id = j.value AND legacy_correlation_id IS NULL \
+                        ORDER BY seq DESC LIMIT 1) \
+         FROM json_each(?1) AS j";
+
+/// The event IDs of `rows`, as the JSON array [`STORED_IDS_SQL`] takes.
+pub(super) fn ids_of(rows: &[RawEventRow]) -> String {
+    let ids: Vec<&str> = rows.iter().map(|r| r.event_id.as_str()).collect();
+    json_array(&ids)
+}
+
+/// Drops the rows already stored; returns how many were.
+pub(super) fn drop_stored(rows: &mut Vec<RawEventRow>, stored: &HashSet<String>) -> u64 {
+    let total = rows.len();
+    rows.retain(|r| !stored.contains(&r.event_id));
+    (total - rows.len()) as u64
+}
+
+/// The distinct correlation IDs of `rows`, as the JSON array [`CHAIN_TAILS_SQL`] takes.
+pub(super) fn chain_keys_of(rows: &[RawEventRow]) -> String {
+    let mut keys: Vec<&str> = rows.iter().map(|r| r.correlation_id.as_str()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    json_array(&keys)
+}
+
 pub(super) async fn append(
     pool: &SqlitePool,
     hasher: &ChainHasher,
@@ -146,19 +177,13 @@ pub(super) async fn append(
     // no other writer in between, in this process or any other sharing the file.
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
 
-    let ids: Vec<&str> = rows.iter().map(|r| r.event_id.as_str()).collect();
-    let ids_json = json_array(&ids);
-    let existing: HashSet<String> = sqlx::query_scalar(
-        "SELECT event_id FROM audit_events WHERE event_id IN (SELECT value FROM json_each(?1))",
-    )
-    .bind(&ids_json)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .collect();
-    let total = rows.len();
-    rows.retain(|r| !existing.contains(&r.event_id));
-    let duplicates = (total - rows.len()) as u64;
+    let existing: HashSet<String> = sqlx::query_scalar(STORED_IDS_SQL)
+        .bind(ids_of(rows))
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+    let duplicates = drop_stored(rows, &existing);
     if rows.is_empty() {
         tx.commit().await?;
         return Ok(AppendReport {
@@ -168,18 +193,10 @@ pub(super) async fn append(
         });
     }
 
-    let mut keys: Vec<&str> = rows.iter().map(|r| r.correlation_id.as_str()).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    let tails: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT value, (SELECT event_hash FROM audit_events \
-                        WHERE correlation_id = j.value AND legacy_correlation_id IS NULL \
-                        ORDER BY seq DESC LIMIT 1) \
-         FROM json_each(?1) AS j",
-    )
-    .bind(json_array(&keys))
-    .fetch_all(&mut *tx)
-    .await?;
+    let tails: Vec<(String, Option<String>)> = sqlx::query_as(CHAIN_TAILS_SQL)
+        .bind(chain_keys_of(rows))
+        .fetch_all(&mut *tx)
+        .await?;
     let mut tails: HashMap<String, String> = tails
         .into_iter()
         .filter_map(|(k, h)| h.map(|h| (k, h)))

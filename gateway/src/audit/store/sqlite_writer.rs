@@ -23,7 +23,7 @@ use std::sync::{Mutex, PoisonError};
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
-use super::sqlite::{self, chunk_len, insert_sql, json_array};
+use super::sqlite::{self, chunk_len, insert_sql};
 use super::{AppendReport, RawEventRow, StoreConfig, StoreError};
 use crate::audit::chain::ChainHasher;
 
@@ -84,17 +84,12 @@ impl Appender {
         // Rolls back when dropped uncommitted (any `?` below).
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
 
-        let ids: Vec<&str> = rows.iter().map(|r| r.event_id.as_str()).collect();
         let existing: HashSet<String> = {
-            let mut stmt = tx.prepare_cached(
-                "SELECT event_id FROM audit_events WHERE event_id IN (SELECT value FROM json_each(?1))",
-            )?;
-            stmt.query_map([json_array(&ids)], |r| r.get(0))?
+            let mut stmt = tx.prepare_cached(sqlite::STORED_IDS_SQL)?;
+            stmt.query_map([sqlite::ids_of(rows)], |r| r.get(0))?
                 .collect::<Result<_, _>>()?
         };
-        let total = rows.len();
-        rows.retain(|r| !existing.contains(&r.event_id));
-        let duplicates = (total - rows.len()) as u64;
+        let duplicates = sqlite::drop_stored(rows, &existing);
         if rows.is_empty() {
             tx.commit()?;
             return Ok(AppendReport {
@@ -104,17 +99,9 @@ impl Appender {
             });
         }
 
-        let mut keys: Vec<&str> = rows.iter().map(|r| r.correlation_id.as_str()).collect();
-        keys.sort_unstable();
-        keys.dedup();
         let mut tails: HashMap<String, String> = {
-            let mut stmt = tx.prepare_cached(
-                "SELECT value, (SELECT event_hash FROM audit_events \
-                                WHERE correlation_id = j.value AND legacy_correlation_id IS NULL \
-                                ORDER BY seq DESC LIMIT 1) \
-                 FROM json_each(?1) AS j",
-            )?;
-            let pairs = stmt.query_map([json_array(&keys)], |r| {
+            let mut stmt = tx.prepare_cached(sqlite::CHAIN_TAILS_SQL)?;
+            let pairs = stmt.query_map([sqlite::chain_keys_of(rows)], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
             })?;
             let mut tails = HashMap::new();
