@@ -280,12 +280,19 @@ impl Occurrences {
     }
 
     /// Takes everything pending for a flush; it stays in the gauge until `settled`.
-    fn take(&self) -> HashMap<ObjectKey, Pending> {
+    /// Objects named in `held` stay where they are, for a later flush.
+    fn take(&self, held: &[String]) -> HashMap<ObjectKey, Pending> {
         let mut pending = self.lock();
-        let taken = std::mem::take(&mut *pending);
+        let taken = if held.is_empty() {
+            std::mem::take(&mut *pending)
+        } else {
+            let (kept, taken) = pending.drain().partition(|(k, _)| held.contains(&k.name));
+            *pending = kept;
+            taken
+        };
         self.in_flight
             .store(taken.len(), std::sync::atomic::Ordering::Release);
-        self.publish(0);
+        self.publish(pending.len());
         taken
     }
 
@@ -449,22 +456,10 @@ impl Flusher {
     /// One round: writes every pending RR object once; `drain_deadline` caps the writes during
     /// shutdown.
     pub async fn flush_once(&self, round: u64, drain_deadline: Option<Instant>) -> usize {
-        let unresolved = self.resolve_unknown_creates(drain_deadline).await;
-        let mut batch = self.occurrences.take();
-        if !unresolved.is_empty() {
-            // Not written while a create of the same name is unresolved: the first write of an object
-            // fixes where this process's total starts, and that depends on whether the create landed.
-            let held: Vec<ObjectKey> = batch
-                .keys()
-                .filter(|k| unresolved.contains(&k.name))
-                .cloned()
-                .collect();
-            for key in held {
-                if let Some(p) = batch.remove(&key) {
-                    self.occurrences.requeue(key, p);
-                }
-            }
-        }
+        // Not written while a create of the same name is unchecked: the first write of an object fixes
+        // where this process's total starts, and that depends on whether the create landed.
+        let unchecked = self.resolve_unknown_creates(drain_deadline).await;
+        let batch = self.occurrences.take(&unchecked);
         if batch.is_empty() {
             return 0;
         }
@@ -830,7 +825,7 @@ mod tests {
         assert_eq!(o.record(fp, "rr-a", new, t2, None), 1);
         assert_eq!((o.pending("rr-a", old), o.pending("rr-a", new)), (2, 1));
         assert_eq!(o.pending_total(), 4);
-        let taken = o.take();
+        let taken = o.take(&[]);
         let a = &taken[&ObjectKey::new("rr-a", old)];
         assert_eq!(
             (a.delta, a.first_seen, a.last_seen, a.created.as_ref()),
@@ -852,7 +847,7 @@ mod tests {
         o.record(fp, "rr-b", None, t, None);
         assert_eq!(gauge(), 2);
         // Taken by a flush whose writes are in flight: not written yet, still pending.
-        let mut batch = o.take();
+        let mut batch = o.take(&[]);
         assert_eq!(gauge(), 2, "a flush in flight has written nothing yet");
         o.record(fp, "rr-c", None, t, None);
         assert_eq!(gauge(), 3);
@@ -861,7 +856,7 @@ mod tests {
         o.requeue(ObjectKey::new("rr-b", None), b);
         o.settled();
         assert_eq!(gauge(), 2, "rr-b and rr-c");
-        o.take();
+        o.take(&[]);
         o.settled();
         assert_eq!(gauge(), 0);
     }

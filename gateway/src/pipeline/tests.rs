@@ -871,3 +871,40 @@ async fn a_create_that_did_not_land_leaves_nothing_to_take_back() {
     assert!(f.occurrences.is_empty());
     assert_eq!(f.script.remaining(), 0, "calls: {:?}", f.script.calls());
 }
+
+#[tokio::test]
+async fn a_name_held_back_for_an_unchecked_create_stays_pending_once() {
+    let s = signal();
+    let f = fixture_with(
+        vec![
+            step("POST", "", |_| {
+                (StatusCode::GATEWAY_TIMEOUT, status(504, "Timeout"))
+            }),
+            // The check of the name fails: the create stays unchecked for the next round.
+            step("GET", rr_path(&s, 1), |_| {
+                (StatusCode::UNPROCESSABLE_ENTITY, status(422, "Invalid"))
+            }),
+        ],
+        Resilience {
+            breaker_threshold: 1,
+            breaker_cooldown: Duration::from_secs(3600),
+            ..Resilience::default()
+        },
+    )
+    .await;
+    let d = f.decide(&s).await;
+    assert!(d.is_retryable(), "{:?}", d.refusal());
+    d.commit(&f.pipeline, Timestamp::now());
+    // An occurrence of that name waits too: it is held back, not written.
+    let name = name::name(&s.fingerprint, Attempt::FIRST);
+    f.occurrences
+        .record(s.fingerprint, &name, None, Timestamp::now(), None);
+    assert_eq!(f.flusher.flush_once(1, None).await, 0);
+    assert_eq!(f.occurrences.pending(&name, None), 1);
+    assert_eq!(
+        f.pipeline.metrics().occurrence_pending.get(),
+        1,
+        "the held occurrence is counted once, not also as in flight"
+    );
+    assert_eq!(f.script.remaining(), 0, "calls: {:?}", f.script.calls());
+}
