@@ -299,7 +299,7 @@ impl Admission {
                 (meta::CREATED_BY_ANNOTATION.to_owned(), identity.to_owned()),
                 // The creating signal, counted in this process's total from the start: a new RR's
                 // first flush is then one status write (docs/reliability.md, "Occurrence counts").
-                (self.occurrences.annotation(), "1".to_owned()),
+                (self.occurrences.annotation().to_owned(), "1".to_owned()),
             ]);
             let rr_name = name::name(&fp, attempt);
             // A create of attempt n ≥ 2 rests on the read of attempt n-1: it is tried once, and on a

@@ -110,6 +110,8 @@ const MAX_UNKNOWN_PER_NAME: usize = 64;
 pub struct Occurrences {
     /// This process's instance: unique per incarnation, so no two writers share an annotation.
     instance: String,
+    /// `occurrences.namegate.io/<instance>`.
+    annotation: String,
     pending: Mutex<HashMap<ObjectKey, Pending>>,
     /// By RR name.
     unknown: Mutex<HashMap<String, UnknownCreate>>,
@@ -122,8 +124,10 @@ pub struct Occurrences {
 
 impl Occurrences {
     pub fn new(metrics: Metrics) -> Arc<Self> {
+        let instance = instance_id();
         Arc::new(Self {
-            instance: instance_id(),
+            annotation: format!("{}{instance}", meta::OCCURRENCES_PREFIX),
+            instance,
             pending: Mutex::default(),
             unknown: Mutex::default(),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
@@ -133,8 +137,8 @@ impl Occurrences {
 
     /// The annotation that holds this process's total for an RR object, and that a create by this
     /// process carries with the value 1.
-    pub fn annotation(&self) -> String {
-        format!("{}{}", meta::OCCURRENCES_PREFIX, self.instance)
+    pub fn annotation(&self) -> &str {
+        &self.annotation
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, Pending>> {
@@ -665,7 +669,7 @@ impl Flusher {
                         &key.name,
                         uid.as_deref(),
                         &cur.resource_version,
-                        &self.occurrences.annotation(),
+                        self.occurrences.annotation(),
                         mine,
                         base,
                         deadline,
