@@ -63,24 +63,28 @@
 //! label → invalid (`alerts[i].labels`); a namespaced kind without a namespace → invalid
 //! (`alerts[i].labels.namespace`).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
 
 use crd_schema::Target;
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::freshness::{check_starts_at, check_x_timestamp};
 use super::limits::{
-    MapKind, RequestBudget, cap_map, check_map, fit_signal, quote, signal_bytes, truncate_chars,
-    truncate_string,
+    MapKind, RequestBudget, check_keys, fit_signal, max_value_len, quote, signal_bytes,
+    truncate_chars, truncate_string, truncate_utf8,
 };
 use super::{
     AdapterConfig, MAX_CLUSTER_LEN, MAX_NAME_LEN, MAX_SEVERITY_LEN, RequestError, body_error,
     body_text, control_problem, duplicate_field, field_key, map_control_problem, namespace_problem,
-    object_name_problem, parse_opt, parse_string_map, parse_time, signal_name_problem,
+    object_name_problem, parse_opt, parse_time, signal_name_problem, string_map_problem,
     target_problem,
 };
+use crate::audit::chain::write_string;
 use crate::signal::{Decoded, InvalidSignal, Signal, Source};
 
 /// A label key that names a resource kind; used for [`AdapterConfig::extra_resource_labels`].
@@ -229,18 +233,20 @@ struct RawEnvelope<'a> {
 /// The envelope, typed pass: `alerts` must be an array (else the precise pass names the problem).
 #[derive(Deserialize)]
 struct TypedEnvelope<'a> {
-    version: Option<String>,
-    #[serde(rename = "groupKey")]
-    group_key: Option<String>,
+    #[serde(borrow)]
+    version: Option<Text<'a>>,
+    #[serde(borrow, rename = "groupKey")]
+    group_key: Option<Text<'a>>,
     #[serde(rename = "truncatedAlerts")]
     truncated_alerts: Option<u64>,
-    receiver: Option<String>,
-    #[serde(rename = "commonLabels")]
-    common_labels: Option<BTreeMap<String, String>>,
-    #[serde(rename = "commonAnnotations")]
-    common_annotations: Option<BTreeMap<String, String>>,
-    #[serde(rename = "externalURL")]
-    external_url: Option<String>,
+    #[serde(borrow)]
+    receiver: Option<Text<'a>>,
+    #[serde(borrow, rename = "commonLabels")]
+    common_labels: Option<Entries<'a>>,
+    #[serde(borrow, rename = "commonAnnotations")]
+    common_annotations: Option<Entries<'a>>,
+    #[serde(borrow, rename = "externalURL")]
+    external_url: Option<Text<'a>>,
     #[serde(borrow)]
     alerts: Vec<&'a RawValue>,
 }
@@ -264,15 +270,129 @@ struct RawAlert<'a> {
 
 /// One alert, typed pass.
 #[derive(Deserialize)]
-struct TypedAlert {
-    status: Option<String>,
-    labels: Option<BTreeMap<String, String>>,
-    annotations: Option<BTreeMap<String, String>>,
-    #[serde(rename = "startsAt")]
-    starts_at: Option<String>,
-    #[serde(rename = "generatorURL")]
-    generator_url: Option<String>,
-    fingerprint: Option<String>,
+struct TypedAlert<'a> {
+    #[serde(borrow)]
+    status: Option<Text<'a>>,
+    #[serde(borrow)]
+    labels: Option<Entries<'a>>,
+    #[serde(borrow)]
+    annotations: Option<Entries<'a>>,
+    #[serde(borrow, rename = "startsAt")]
+    starts_at: Option<Text<'a>>,
+    #[serde(borrow, rename = "generatorURL")]
+    generator_url: Option<Text<'a>>,
+    #[serde(borrow)]
+    fingerprint: Option<Text<'a>>,
+}
+
+/// A JSON string as the body holds it: borrowed from the body when it has no escapes (nearly
+/// always), unescaped into its own buffer otherwise. Accepts what a `String` accepts.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_string(TextVisitor)
+    }
+}
+
+struct TextVisitor;
+
+impl<'de> serde::de::Visitor<'de> for TextVisitor {
+    type Value = Text<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Owned(v)))
+    }
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Text<'de>, E> {
+        std::str::from_utf8(v)
+            .map(|s| Text(Cow::Owned(s.to_owned())))
+            .map_err(|_| E::invalid_value(serde::de::Unexpected::Bytes(v), &self))
+    }
+}
+
+/// A JSON object of strings (labels, annotations) as `BTreeMap<String, String>` would hold it —
+/// entries sorted by key (bytewise), of a repeated key the last one — but its text borrowed from the
+/// body: sorted once, instead of a B-tree insert and two allocations per entry. Accepts what that
+/// map accepts.
+#[derive(Default)]
+struct Entries<'a>(Pairs<'a>);
+
+/// The entries of an [`Entries`].
+type Pairs<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+
+impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(EntriesVisitor)
+    }
+}
+
+struct EntriesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for EntriesVisitor {
+    type Value = Entries<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Entries<'de>, A::Error> {
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        while let Some((Text(k), Text(v))) = map.next_entry::<Text<'de>, Text<'de>>()? {
+            entries.push((k, v));
+        }
+        // Stable: of equal keys, the later stays later, and its value is the one kept.
+        entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        entries.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                std::mem::swap(&mut later.1, &mut earlier.1);
+            }
+            same
+        });
+        Ok(Entries(entries))
+    }
+}
+
+/// The value of `key` in entries sorted by key.
+fn get<'e, K: AsRef<str>, V: AsRef<str>>(entries: &'e [(K, V)], key: &str) -> Option<&'e str> {
+    entries
+        .binary_search_by(|(k, _)| k.as_ref().as_bytes().cmp(key.as_bytes()))
+        .ok()
+        .map(|i| entries[i].1.as_ref())
+}
+
+/// The value of `key` in merged entries.
+fn label<'a>(labels: &[(&'a str, &'a str)], key: &str) -> Option<&'a str> {
+    labels
+        .binary_search_by(|(k, _)| k.as_bytes().cmp(key.as_bytes()))
+        .ok()
+        .map(|i| labels[i].1)
+}
+
+/// A field's path in a webhook, `alerts[i].field` (`alerts[i]` for the alert itself), formatted only
+/// when a problem names it.
+#[derive(Clone, Copy)]
+struct At {
+    i: usize,
+    field: &'static str,
+}
+
+impl fmt::Display for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "alerts[{}]", self.i)
+        } else {
+            write!(f, "alerts[{}].{}", self.i, self.field)
+        }
+    }
 }
 
 /// A field as one of the passes left it: decoded, or raw text to decode now with a precise error.
@@ -283,28 +403,38 @@ enum Field<'a, T> {
 }
 
 /// How a raw field is decoded, and what its error says.
-trait FieldType: Sized + serde::de::DeserializeOwned {
+trait FieldType<'a>: Sized + Deserialize<'a> {
     fn parse(
-        raw: Option<&RawValue>,
-        field: &str,
+        raw: Option<&'a RawValue>,
+        field: &(impl fmt::Display + ?Sized),
         expected: &str,
     ) -> Result<Option<Self>, InvalidSignal> {
         parse_opt(raw, field, expected)
     }
 }
 
-impl FieldType for String {}
-impl FieldType for u64 {}
-impl FieldType for BTreeMap<String, String> {
+impl<'a> FieldType<'a> for Text<'a> {}
+impl FieldType<'_> for u64 {}
+impl<'a> FieldType<'a> for Entries<'a> {
     /// Names the first entry that is not a string.
-    fn parse(raw: Option<&RawValue>, field: &str, _: &str) -> Result<Option<Self>, InvalidSignal> {
-        parse_string_map(raw, field)
+    fn parse(
+        raw: Option<&'a RawValue>,
+        field: &(impl fmt::Display + ?Sized),
+        _: &str,
+    ) -> Result<Option<Self>, InvalidSignal> {
+        let Some(raw) = raw else { return Ok(None) };
+        serde_json::from_str::<Option<Entries<'a>>>(raw.get())
+            .map_err(|_| string_map_problem(raw, field))
     }
 }
 
-impl<T: FieldType> Field<'_, T> {
+impl<'a, T: FieldType<'a>> Field<'a, T> {
     /// The value; `expected` names the type in a raw field's error.
-    fn value(self, field: &str, expected: &str) -> Result<Option<T>, InvalidSignal> {
+    fn value(
+        self,
+        field: &(impl fmt::Display + ?Sized),
+        expected: &str,
+    ) -> Result<Option<T>, InvalidSignal> {
         match self {
             Self::Typed(v) => Ok(v),
             Self::Raw(raw) => T::parse(raw, field, expected),
@@ -312,17 +442,36 @@ impl<T: FieldType> Field<'_, T> {
     }
 }
 
-type StringMap = BTreeMap<String, String>;
+impl<'a> Field<'a, Text<'a>> {
+    /// The text of a string field.
+    fn text(
+        self,
+        field: &(impl fmt::Display + ?Sized),
+        expected: &str,
+    ) -> Result<Option<Cow<'a, str>>, InvalidSignal> {
+        Ok(self.value(field, expected)?.map(|t| t.0))
+    }
+}
+
+impl<'a> Field<'a, Entries<'a>> {
+    /// The entries of a map field, none when absent.
+    fn entries(
+        self,
+        field: &(impl fmt::Display + ?Sized),
+    ) -> Result<Pairs<'a>, InvalidSignal> {
+        Ok(self.value(field, "")?.map(|e| e.0).unwrap_or_default())
+    }
+}
 
 /// The envelope's fields, from either pass.
 struct EnvelopeFields<'a> {
-    version: Field<'a, String>,
-    group_key: Field<'a, String>,
+    version: Field<'a, Text<'a>>,
+    group_key: Field<'a, Text<'a>>,
     truncated_alerts: Field<'a, u64>,
-    receiver: Field<'a, String>,
-    common_labels: Field<'a, StringMap>,
-    common_annotations: Field<'a, StringMap>,
-    external_url: Field<'a, String>,
+    receiver: Field<'a, Text<'a>>,
+    common_labels: Field<'a, Entries<'a>>,
+    common_annotations: Field<'a, Entries<'a>>,
+    external_url: Field<'a, Text<'a>>,
     /// The `alerts` array, or why it is not one.
     alerts: Result<Vec<&'a RawValue>, RequestError>,
 }
@@ -370,19 +519,19 @@ impl<'a> EnvelopeFields<'a> {
 
 /// One alert's fields, from either pass.
 struct AlertFields<'a> {
-    status: Field<'a, String>,
-    labels: Field<'a, StringMap>,
-    annotations: Field<'a, StringMap>,
-    starts_at: Field<'a, String>,
-    generator_url: Field<'a, String>,
-    fingerprint: Field<'a, String>,
+    status: Field<'a, Text<'a>>,
+    labels: Field<'a, Entries<'a>>,
+    annotations: Field<'a, Entries<'a>>,
+    starts_at: Field<'a, Text<'a>>,
+    generator_url: Field<'a, Text<'a>>,
+    fingerprint: Field<'a, Text<'a>>,
 }
 
 impl<'a> AlertFields<'a> {
     /// `at` is the alert's path, `alerts[i]`.
-    fn decode(raw: &'a RawValue, at: &str, passes: Passes) -> Result<Self, InvalidSignal> {
+    fn decode(raw: &'a RawValue, at: At, passes: Passes) -> Result<Self, InvalidSignal> {
         if passes == Passes::TypedFirst
-            && let Ok(a) = serde_json::from_str::<TypedAlert>(raw.get())
+            && let Ok(a) = serde_json::from_str::<TypedAlert<'a>>(raw.get())
         {
             return Ok(Self {
                 status: Field::Typed(a.status),
@@ -398,7 +547,7 @@ impl<'a> AlertFields<'a> {
                 Some(field) => format!("field {field} appears more than once"),
                 None => "must be an object".to_owned(),
             };
-            InvalidSignal::new(at, detail)
+            InvalidSignal::new(at.to_string(), detail)
         })?;
         Ok(Self {
             status: Field::Raw(a.status),
@@ -411,34 +560,51 @@ impl<'a> AlertFields<'a> {
     }
 }
 
-/// `spec.providerData` of an Alertmanager signal.
-#[derive(Serialize)]
-struct ProviderData<'a> {
-    #[serde(rename = "groupKey")]
-    group_key: Option<&'a str>,
-    receiver: Option<&'a str>,
-    #[serde(rename = "externalURL")]
-    external_url: Option<&'a str>,
-    #[serde(rename = "generatorURL")]
-    generator_url: Option<&'a str>,
-    #[serde(rename = "alertFingerprint")]
-    alert_fingerprint: Option<&'a str>,
-    #[serde(rename = "truncatedAlerts")]
-    truncated_alerts: Option<u64>,
-}
-
-/// What every alert of a batch shares.
-struct Batch {
-    group_key: Option<String>,
-    receiver: Option<String>,
-    external_url: Option<String>,
-    truncated_alerts: Option<u64>,
-    common_labels: BTreeMap<String, String>,
-    common_annotations: BTreeMap<String, String>,
+/// What every alert of a batch shares; borrows the body.
+struct Batch<'a> {
+    /// `spec.providerData` up to the alert's own members: `{"groupKey":…,"receiver":…,"externalURL":…,`.
+    provider_head: String,
+    /// `spec.providerData` after them: `,"truncatedAlerts":…}`.
+    provider_tail: String,
+    /// Sorted by key, unique (as [`Entries`]).
+    common_labels: Pairs<'a>,
+    common_annotations: Pairs<'a>,
     /// `commonLabels.cluster`, when non-empty.
     cluster: Option<String>,
     /// How its alerts are decoded.
     passes: Passes,
+    /// The discovered resource labels, one snapshot for the whole batch.
+    extra: Arc<[ResourceLabel]>,
+}
+
+impl Batch<'_> {
+    /// `spec.providerData` of one alert: JSON text, every key always present, `null` when absent —
+    /// `{"groupKey","receiver","externalURL","generatorURL","alertFingerprint","truncatedAlerts"}`,
+    /// in that order, as serde_json writes a struct of those fields.
+    fn provider_data(
+        &self,
+        generator_url: Option<&str>,
+        alert_fingerprint: Option<&str>,
+    ) -> String {
+        let own = generator_url.map_or(0, str::len) + alert_fingerprint.map_or(0, str::len);
+        let mut out =
+            String::with_capacity(self.provider_head.len() + own + 40 + self.provider_tail.len());
+        out.push_str(&self.provider_head);
+        out.push_str("\"generatorURL\":");
+        json_opt_str(&mut out, generator_url);
+        out.push_str(",\"alertFingerprint\":");
+        json_opt_str(&mut out, alert_fingerprint);
+        out.push_str(&self.provider_tail);
+        out
+    }
+}
+
+/// `value` as a JSON string, `null` when absent.
+fn json_opt_str(out: &mut String, value: Option<&str>) {
+    match value {
+        Some(v) => write_string(out, v),
+        None => out.push_str("null"),
+    }
 }
 
 /// Decodes an Alertmanager webhook v4 body into one [`Decoded`] per alert, in order.
@@ -470,7 +636,7 @@ fn decode_with(
     let envelope_field = |e: InvalidSignal| RequestError::malformed(e.field, e.detail);
     let version = std::mem::replace(&mut envelope.version, Field::Typed(None));
     if let Some(version) = version
-        .value("version", "a string")
+        .text("version", "a string")
         .map_err(envelope_field)?
         && version != "4"
     {
@@ -523,29 +689,36 @@ fn decode_with(
     if x_timestamp.is_none()
         && let Some((i, t)) = newest
     {
-        check_starts_at(&format!("alerts[{i}].startsAt"), t, now, &cfg.freshness)?;
+        check_starts_at(
+            &At {
+                i,
+                field: "startsAt",
+            },
+            t,
+            now,
+            &cfg.freshness,
+        )?;
     }
     Ok(decoded)
 }
 
-fn decode_batch(
-    envelope: EnvelopeFields<'_>,
+fn decode_batch<'a>(
+    envelope: EnvelopeFields<'a>,
     passes: Passes,
     cfg: &AdapterConfig,
-) -> Result<Batch, RequestError> {
+) -> Result<Batch<'a>, RequestError> {
     let to_request = |e: InvalidSignal| RequestError::malformed(e.field, e.detail);
     let common_labels = envelope
         .common_labels
-        .value("commonLabels", "")
-        .map_err(to_request)?
-        .unwrap_or_default();
-    check_map(&common_labels, MapKind::Labels, &cfg.limits, "commonLabels").map_err(to_request)?;
+        .entries("commonLabels")
+        .map_err(to_request)?;
+    check_entries(&common_labels, MapKind::Labels, &cfg.limits, "commonLabels")
+        .map_err(to_request)?;
     let common_annotations = envelope
         .common_annotations
-        .value("commonAnnotations", "")
-        .map_err(to_request)?
-        .unwrap_or_default();
-    check_map(
+        .entries("commonAnnotations")
+        .map_err(to_request)?;
+    check_entries(
         &common_annotations,
         MapKind::Annotations,
         &cfg.limits,
@@ -554,45 +727,86 @@ fn decode_batch(
     .map_err(to_request)?;
     let cluster = cluster_id(&common_labels, "commonLabels.cluster").map_err(to_request)?;
     // Copied into every alert's providerData: bounded once here.
-    let provider_field = |f: Field<'_, String>, field| {
-        f.value(field, "a string").map_err(to_request).map(|v| {
-            v.map(|mut v| {
-                truncate_string(&mut v, cfg.limits.max_provider_field_bytes);
-                v
+    let provider_field = |f: Field<'a, Text<'a>>, field| {
+        f.text(field, "a string").map_err(to_request).map(|v| {
+            v.map(|v| match v {
+                Cow::Borrowed(v) => {
+                    Cow::Borrowed(truncate_utf8(v, cfg.limits.max_provider_field_bytes))
+                }
+                Cow::Owned(mut v) => {
+                    truncate_string(&mut v, cfg.limits.max_provider_field_bytes);
+                    Cow::Owned(v)
+                }
             })
         })
     };
+    let group_key = provider_field(envelope.group_key, "groupKey")?;
+    let receiver = provider_field(envelope.receiver, "receiver")?;
+    let external_url = provider_field(envelope.external_url, "externalURL")?;
+    let truncated_alerts = envelope
+        .truncated_alerts
+        .value("truncatedAlerts", "a non-negative integer")
+        .map_err(to_request)?;
+    let mut provider_head = String::with_capacity(
+        64 + [&group_key, &receiver, &external_url]
+            .iter()
+            .map(|v| v.as_ref().map_or(0, |v| v.len()))
+            .sum::<usize>(),
+    );
+    provider_head.push_str("{\"groupKey\":");
+    json_opt_str(&mut provider_head, group_key.as_deref());
+    provider_head.push_str(",\"receiver\":");
+    json_opt_str(&mut provider_head, receiver.as_deref());
+    provider_head.push_str(",\"externalURL\":");
+    json_opt_str(&mut provider_head, external_url.as_deref());
+    provider_head.push(',');
+    let provider_tail = match truncated_alerts {
+        Some(n) => format!(",\"truncatedAlerts\":{n}}}"),
+        None => ",\"truncatedAlerts\":null}".to_owned(),
+    };
     Ok(Batch {
-        group_key: provider_field(envelope.group_key, "groupKey")?,
-        receiver: provider_field(envelope.receiver, "receiver")?,
-        external_url: provider_field(envelope.external_url, "externalURL")?,
-        truncated_alerts: envelope
-            .truncated_alerts
-            .value("truncatedAlerts", "a non-negative integer")
-            .map_err(to_request)?,
+        provider_head,
+        provider_tail,
         common_labels,
         common_annotations,
         cluster,
         passes,
+        extra: cfg.extra_resource_labels.snapshot(),
     })
 }
 
-/// The `cluster` label of `labels`, when present and non-empty.
-fn cluster_id(
-    labels: &BTreeMap<String, String>,
-    field: &str,
+/// The count and name caps of sorted, unique entries (as [`check_map`] for a map).
+fn check_entries<K: AsRef<str>, V>(
+    entries: &[(K, V)],
+    kind: MapKind,
+    limits: &crate::adapters::Limits,
+    field: &(impl fmt::Display + ?Sized),
+) -> Result<(), InvalidSignal> {
+    check_keys(
+        entries.len(),
+        entries.iter().map(|(k, _)| k.as_ref()),
+        kind,
+        limits,
+        field,
+    )
+}
+
+/// The `cluster` label of `labels` (sorted by key), when present and non-empty.
+fn cluster_id<K: AsRef<str>, V: AsRef<str>>(
+    labels: &[(K, V)],
+    field: &(impl fmt::Display + ?Sized),
 ) -> Result<Option<String>, InvalidSignal> {
-    match labels.get("cluster").filter(|c| !c.is_empty()) {
+    match get(labels, "cluster").filter(|c| !c.is_empty()) {
         None => Ok(None),
         Some(c) if c.chars().count() > MAX_CLUSTER_LEN || c.chars().any(char::is_control) => {
             Err(InvalidSignal::new(
-                field,
+                field.to_string(),
                 format!(
                     "a cluster ID is at most {MAX_CLUSTER_LEN} characters without control characters"
                 ),
             ))
         }
-        Some(c) => Ok(Some(c.clone())),
+        Some(c) => Ok(Some(c.to_owned())),
     }
 }
 
@@ -601,7 +815,7 @@ fn cluster_id(
 fn decode_alert(
     i: usize,
     raw: &RawValue,
-    batch: &Batch,
+    batch: &Batch<'_>,
     now: Timestamp,
     cfg: &AdapterConfig,
 ) -> (Decoded, Option<Timestamp>) {
@@ -617,152 +831,146 @@ enum Alert {
     Resolved(Decoded),
 }
 
+/// Merged labels or annotations as text: sorted by key, unique.
+type Merged<'e> = Vec<(&'e str, &'e str)>;
+
 fn decode_alert_inner(
     i: usize,
     raw: &RawValue,
-    batch: &Batch,
+    batch: &Batch<'_>,
     now: Timestamp,
     cfg: &AdapterConfig,
 ) -> Result<Alert, InvalidSignal> {
-    let at = |field: &str| format!("alerts[{i}].{field}");
-    let alert = AlertFields::decode(raw, &format!("alerts[{i}]"), batch.passes)?;
+    // Paths are formatted only when a problem names them.
+    let at = |field: &'static str| At { i, field };
+    let alert = AlertFields::decode(raw, at(""), batch.passes)?;
 
-    let status = alert.status.value(&at("status"), "a string")?;
+    let status = alert.status.text(&at("status"), "a string")?;
     let resolved = match status.as_deref() {
         None | Some("firing") => false,
         Some("resolved") => true,
         Some(other) => {
             return Err(InvalidSignal::new(
-                at("status"),
+                at("status").to_string(),
                 format!("must be \"firing\" or \"resolved\", not {}", quote(other)),
             ));
         }
     };
 
-    let own_labels = alert.labels.value(&at("labels"), "");
+    let own_labels = alert.labels.entries(&at("labels"));
     if resolved {
         return Ok(Alert::Resolved(resolved_alert(
             i,
-            own_labels.ok().flatten(),
+            &own_labels.unwrap_or_default(),
             batch,
-            cfg,
         )));
     }
-    let own_labels = own_labels?.unwrap_or_default();
+    let own_labels = own_labels?;
     let cluster = match &batch.cluster {
         Some(c) => Some(c.clone()),
         None => cluster_id(&own_labels, &at("labels.cluster"))?,
     };
-    let mut labels = merge(&batch.common_labels, own_labels);
-    check_map(&labels, MapKind::Labels, &cfg.limits, &at("labels"))?;
-    map_control_problem(&labels, &at("labels"))?;
+    let labels = merge(&batch.common_labels, &own_labels);
+    check_entries(&labels, MapKind::Labels, &cfg.limits, &at("labels"))?;
+    map_control_problem(labels.iter().copied(), &at("labels"))?;
 
-    let name = labels
-        .get("alertname")
-        .map(String::as_str)
-        .unwrap_or_default();
+    let name = get(&labels, "alertname").unwrap_or_default();
     if let Some(problem) = signal_name_problem(name) {
-        return Err(InvalidSignal::new(at("labels.alertname"), problem));
+        return Err(InvalidSignal::new(
+            at("labels.alertname").to_string(),
+            problem,
+        ));
     }
-    let name = name.to_owned();
-    let target = derive_target(&labels, cluster, &cfg.extra_resource_labels.snapshot(), i)?;
+    let target = derive_target(&labels, cluster, &batch.extra, i)?;
     let fingerprint = target.fingerprint();
-    if let Some(p) = labels
-        .get("severity")
-        .and_then(|s| control_problem(s, false))
-    {
-        return Err(InvalidSignal::new(at("labels.severity"), p));
+    let severity = get(&labels, "severity");
+    if let Some(p) = severity.and_then(|s| control_problem(s, false)) {
+        return Err(InvalidSignal::new(at("labels.severity").to_string(), p));
     }
-    let severity = match labels.get("severity").filter(|s| !s.is_empty()) {
+    let severity = match severity.filter(|s| !s.is_empty()) {
         Some(s) => truncate_chars(s, MAX_SEVERITY_LEN).to_owned(),
         None => UNKNOWN_SEVERITY.to_owned(),
     };
 
     let starts_at = match alert
         .starts_at
-        .value(&at("startsAt"), "an RFC 3339 timestamp")?
+        .text(&at("startsAt"), "an RFC 3339 timestamp")?
     {
         None => None,
         Some(text) if text == GO_ZERO_TIME => None,
         Some(text) => Some(parse_time(&text).ok_or_else(|| {
             InvalidSignal::new(
-                at("startsAt"),
+                at("startsAt").to_string(),
                 format!("{} is not an RFC 3339 timestamp", quote(&text)),
             )
         })?),
     };
-    let bounded = |mut v: String| {
-        truncate_string(&mut v, cfg.limits.max_provider_field_bytes);
-        v
-    };
-    let generator_url = alert
-        .generator_url
-        .value(&at("generatorURL"), "a string")?
-        .map(bounded);
-    let alert_fingerprint = alert
-        .fingerprint
-        .value(&at("fingerprint"), "a string")?
-        .map(bounded);
-    let own_annotations = alert
-        .annotations
-        .value(&at("annotations"), "")?
-        .unwrap_or_default();
-    let mut annotations = merge(&batch.common_annotations, own_annotations);
-    map_control_problem(&annotations, &at("annotations"))?;
-    cap_map(
-        &mut annotations,
+    let max_provider = cfg.limits.max_provider_field_bytes;
+    let generator_url = alert.generator_url.text(&at("generatorURL"), "a string")?;
+    let alert_fingerprint = alert.fingerprint.text(&at("fingerprint"), "a string")?;
+    let own_annotations = alert.annotations.entries(&at("annotations"))?;
+    let annotations = merge(&batch.common_annotations, &own_annotations);
+    map_control_problem(annotations.iter().copied(), &at("annotations"))?;
+    check_entries(
+        &annotations,
         MapKind::Annotations,
         &cfg.limits,
         &at("annotations"),
     )?;
-    // Values are truncated only now: the target was derived from the untruncated labels.
-    cap_map(&mut labels, MapKind::Labels, &cfg.limits, &at("labels"))?;
 
-    let provider_data = serde_json::to_string(&ProviderData {
-        group_key: batch.group_key.as_deref(),
-        receiver: batch.receiver.as_deref(),
-        external_url: batch.external_url.as_deref(),
-        generator_url: generator_url.as_deref(),
-        alert_fingerprint: alert_fingerprint.as_deref(),
-        truncated_alerts: batch.truncated_alerts,
-    })
-    .ok();
-
+    let provider_data = batch.provider_data(
+        generator_url
+            .as_deref()
+            .map(|v| truncate_utf8(v, max_provider)),
+        alert_fingerprint
+            .as_deref()
+            .map(|v| truncate_utf8(v, max_provider)),
+    );
     let mut signal = Signal {
         source: Source::Prometheus,
-        name,
+        name: name.to_owned(),
         severity,
         target,
         fingerprint,
-        labels,
-        annotations,
+        // Values are truncated only now: the target was derived from the untruncated labels.
+        labels: owned(&labels, max_value_len(MapKind::Labels, &cfg.limits)),
+        annotations: owned(
+            &annotations,
+            max_value_len(MapKind::Annotations, &cfg.limits),
+        ),
         firing_time: starts_at.unwrap_or(now),
         received_time: now,
-        provider_data,
+        provider_data: Some(provider_data),
         original_payload: raw.get().to_owned(),
     };
     fit_signal(&mut signal, &cfg.limits);
     Ok(Alert::Firing(Box::new(signal), starts_at))
 }
 
+/// Sorted, unique entries as the signal's map, each value cut to `max_value` bytes at a character
+/// boundary. Built from sorted input, the map is filled in one bulk pass.
+fn owned(entries: &Merged<'_>, max_value: usize) -> BTreeMap<String, String> {
+    entries
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), truncate_utf8(v, max_value).to_owned()))
+        .collect()
+}
+
 /// A resolved alert: best effort name and target, never invalid once its status is known.
 fn resolved_alert(
     i: usize,
-    own_labels: Option<BTreeMap<String, String>>,
-    batch: &Batch,
-    cfg: &AdapterConfig,
+    own_labels: &[(Cow<'_, str>, Cow<'_, str>)],
+    batch: &Batch<'_>,
 ) -> Decoded {
-    let own_labels = own_labels.unwrap_or_default();
     let cluster = batch
         .cluster
         .clone()
-        .or_else(|| cluster_id(&own_labels, "").ok().flatten());
+        .or_else(|| cluster_id(own_labels, "").ok().flatten());
     let labels = merge(&batch.common_labels, own_labels);
-    let name = labels
-        .get("alertname")
+    let name = get(&labels, "alertname")
         .map_or("", |n| truncate_chars(n, MAX_NAME_LEN))
         .to_owned();
-    let target = derive_target(&labels, cluster, &cfg.extra_resource_labels.snapshot(), i).ok();
+    let target = derive_target(&labels, cluster, &batch.extra, i).ok();
     Decoded::Resolved {
         name,
         fingerprint: target.as_ref().map(Target::fingerprint),
@@ -770,16 +978,31 @@ fn resolved_alert(
     }
 }
 
-/// `common` overlaid by `own`: the alert's value wins.
-fn merge(
-    common: &BTreeMap<String, String>,
-    own: BTreeMap<String, String>,
-) -> BTreeMap<String, String> {
-    if common.is_empty() {
-        return own;
+/// `common` overlaid by `own` (both sorted by key, unique): the alert's value wins.
+fn merge<'e>(
+    common: &'e [(Cow<'_, str>, Cow<'_, str>)],
+    own: &'e [(Cow<'_, str>, Cow<'_, str>)],
+) -> Merged<'e> {
+    let mut merged = Vec::with_capacity(common.len() + own.len());
+    let (mut c, mut o) = (common.iter().peekable(), own.iter().peekable());
+    loop {
+        let next = match (c.peek(), o.peek()) {
+            (None, None) => break,
+            (Some(_), None) => c.next(),
+            (None, Some(_)) => o.next(),
+            (Some((ck, _)), Some((ok, _))) => match ck.as_bytes().cmp(ok.as_bytes()) {
+                std::cmp::Ordering::Less => c.next(),
+                std::cmp::Ordering::Greater => o.next(),
+                std::cmp::Ordering::Equal => {
+                    c.next();
+                    o.next()
+                }
+            },
+        };
+        if let Some((k, v)) = next {
+            merged.push((k.as_ref(), v.as_ref()));
+        }
     }
-    let mut merged = common.clone();
-    merged.extend(own);
     merged
 }
 
@@ -794,20 +1017,19 @@ struct Found<'a> {
 
 /// The value of `exported` or else `plain`, when non-empty, with the key it came from.
 fn lookup<'a>(
-    labels: &'a BTreeMap<String, String>,
+    labels: &[(&'a str, &'a str)],
     plain: &'a str,
     exported: &'a str,
 ) -> Option<(&'a str, &'a str)> {
     [exported, plain].into_iter().find_map(|key| {
-        labels
-            .get(key)
+        label(labels, key)
             .filter(|v| !v.is_empty())
-            .map(|v| (key, v.as_str()))
+            .map(|v| (key, v))
     })
 }
 
 fn find_resource<'a>(
-    labels: &'a BTreeMap<String, String>,
+    labels: &[(&'a str, &'a str)],
     extra: &'a [ResourceLabel],
 ) -> Option<Found<'a>> {
     let builtin = |rows: &'a [Builtin]| {
@@ -824,8 +1046,7 @@ fn find_resource<'a>(
     builtin(&WORKLOADS)
         .or_else(|| {
             extra.iter().filter(|e| usable_extra(e)).find_map(|e| {
-                labels
-                    .get(&e.label)
+                label(labels, &e.label)
                     .filter(|v| !v.is_empty())
                     .map(|name| Found {
                         key: &e.label,
@@ -850,7 +1071,7 @@ fn usable_extra(e: &ResourceLabel) -> bool {
 }
 
 fn derive_target(
-    labels: &BTreeMap<String, String>,
+    labels: &[(&str, &str)],
     cluster: Option<String>,
     extra: &[ResourceLabel],
     i: usize,
@@ -1538,6 +1759,101 @@ mod tests {
         assert_eq!(s.labels["pod"], "pod-name-");
         assert_eq!(s.target.name, "pod-name-longer");
         assert_eq!(s.fingerprint, Target::fingerprint(&s.target));
+    }
+
+    /// `spec.providerData` is the text serde_json writes for this struct (how it was built before it
+    /// was written by hand): same members, same order, same escapes, `null` for absent fields.
+    #[test]
+    fn provider_data_is_the_text_serde_json_writes() {
+        #[derive(serde::Serialize)]
+        struct Oracle<'a> {
+            #[serde(rename = "groupKey")]
+            group_key: Option<&'a str>,
+            receiver: Option<&'a str>,
+            #[serde(rename = "externalURL")]
+            external_url: Option<&'a str>,
+            #[serde(rename = "generatorURL")]
+            generator_url: Option<&'a str>,
+            #[serde(rename = "alertFingerprint")]
+            alert_fingerprint: Option<&'a str>,
+            #[serde(rename = "truncatedAlerts")]
+            truncated_alerts: Option<u64>,
+        }
+        let mut cfg = cfg();
+        cfg.limits.max_provider_field_bytes = 9;
+        let labels = json!({"alertname": "A", "namespace": "ns", "pod": "p"});
+        let weird = "{}:{a=\"\u{7}\\\"}é✓";
+        for (envelope, alert, oracle) in [
+            (
+                json!({"groupKey": weird, "receiver": "r", "externalURL": "ééééé", "truncatedAlerts": 3}),
+                json!({"labels": labels, "generatorURL": "http://x/\u{1f}", "fingerprint": "0123456789"}),
+                Oracle {
+                    group_key: Some(truncate_utf8(weird, 9)),
+                    receiver: Some("r"),
+                    external_url: Some("éééé"),
+                    generator_url: Some("http://x/"),
+                    alert_fingerprint: Some("012345678"),
+                    truncated_alerts: Some(3),
+                },
+            ),
+            (
+                json!({"groupKey": null}),
+                json!({"labels": labels, "generatorURL": null}),
+                Oracle {
+                    group_key: None,
+                    receiver: None,
+                    external_url: None,
+                    generator_url: None,
+                    alert_fingerprint: None,
+                    truncated_alerts: None,
+                },
+            ),
+        ] {
+            let mut body = envelope;
+            body["alerts"] = json!([alert]);
+            let out = decode_alertmanager(body.to_string().as_bytes(), None, now(), &cfg).unwrap();
+            assert_eq!(
+                signal(&out[0]).provider_data.as_deref(),
+                serde_json::to_string(&oracle).ok().as_deref(),
+                "{body}"
+            );
+        }
+    }
+
+    /// Labels and annotations are the maps a `BTreeMap<String, String>` decoding would give: common
+    /// entries overlaid by the alert's, of a repeated key the last, escaped keys and values unescaped.
+    #[test]
+    fn merged_maps_are_what_btree_maps_would_hold() {
+        let body = r#"{"commonLabels":{"severity":"warning","z\"q":"common","team":"a","team":"b"},
+            "commonAnnotations":{"summary":"common","runbook":"r"},
+            "alerts":[{"labels":{"alertname":"A","namespace":"ns","pod":"p","severity":"critical",
+                "pod":"p2","k\u00e9y":"v\n\"x\"","team":"c"},
+                "annotations":{"summary":"own","summary":"own2","a":"\t"}}]}"#;
+        let out = decode_alertmanager(body.as_bytes(), None, now(), &cfg()).unwrap();
+        let s = signal(&out[0]);
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            s.labels,
+            map(&[
+                ("alertname", "A"),
+                ("namespace", "ns"),
+                ("pod", "p2"),
+                ("severity", "critical"),
+                ("kéy", "v\n\"x\""),
+                ("team", "c"),
+                ("z\"q", "common"),
+            ])
+        );
+        assert_eq!(s.target.name, "p2");
+        assert_eq!(
+            s.annotations,
+            map(&[("a", "\t"), ("runbook", "r"), ("summary", "own2")])
+        );
     }
 
     #[test]

@@ -75,14 +75,14 @@ pub fn check_x_timestamp(
 
 /// Checks that the newest firing `startsAt` of a batch is not too far in the future.
 pub fn check_starts_at(
-    field: &str,
+    field: &(impl std::fmt::Display + ?Sized),
     starts_at: Timestamp,
     now: Timestamp,
     cfg: &FreshnessConfig,
 ) -> Result<(), RequestError> {
     if starts_at.duration_since(now) > cfg.future {
         return Err(RequestError::freshness(
-            field,
+            field.to_string(),
             format!(
                 "{starts_at} is {} ahead of the gateway clock ({now}); at most {} is allowed",
                 fmt_duration(starts_at.duration_since(now)),

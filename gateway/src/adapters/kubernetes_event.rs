@@ -66,9 +66,9 @@ use serde_json::value::RawValue;
 use super::freshness::check_event_time;
 use super::limits::{MapKind, cap_map, fit_signal, quote};
 use super::{
-    AdapterConfig, RequestError, body_error, body_text, is_kind, known_kind, map_control_problem,
-    namespace_problem, object_name_problem, parse_opt, parse_time, signal_name_problem,
-    target_problem,
+    AdapterConfig, RequestError, body_error, body_text, entries, is_kind, known_kind,
+    map_control_problem, namespace_problem, object_name_problem, parse_opt, parse_time,
+    signal_name_problem, target_problem,
 };
 use crate::signal::{Decoded, InvalidSignal, Signal, Source};
 
@@ -367,7 +367,7 @@ fn decode_signal(
         "kubernaut.ai/resource-kind".to_owned(),
         target.kind.to_ascii_lowercase(),
     );
-    map_control_problem(&labels, "labels")?;
+    map_control_problem(entries(&labels), "labels")?;
     cap_map(&mut labels, MapKind::Labels, &cfg.limits, "labels")?;
 
     let metadata: Metadata = parse_opt(event.metadata, "metadata", "")
@@ -404,7 +404,7 @@ fn decode_signal(
         "kubernaut.ai/last-timestamp".to_owned(),
         rfc3339_seconds(times.latest.0),
     );
-    map_control_problem(&annotations, "annotations")?;
+    map_control_problem(entries(&annotations), "annotations")?;
     cap_map(
         &mut annotations,
         MapKind::Annotations,

@@ -44,6 +44,7 @@
 //! change an identity.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use crate::signal::InvalidSignal;
 
@@ -256,22 +257,36 @@ pub(crate) fn check_map(
     map: &BTreeMap<String, String>,
     kind: MapKind,
     limits: &Limits,
-    field: &str,
+    field: &(impl fmt::Display + ?Sized),
+) -> Result<(), InvalidSignal> {
+    check_keys(
+        map.len(),
+        map.keys().map(String::as_str),
+        kind,
+        limits,
+        field,
+    )
+}
+
+/// The count and name caps of a map of `count` entries whose keys are `keys`, in key order (the
+/// first offending key is the one named); `field` is formatted only for an error.
+pub(crate) fn check_keys<'k>(
+    count: usize,
+    mut keys: impl Iterator<Item = &'k str> + Clone,
+    kind: MapKind,
+    limits: &Limits,
+    field: &(impl fmt::Display + ?Sized),
 ) -> Result<(), InvalidSignal> {
     let (max_entries, max_key, _) = kind.caps(limits);
-    if map.len() > max_entries {
+    if count > max_entries {
         return Err(InvalidSignal::new(
-            field,
-            format!(
-                "{} {}s exceed the limit of {max_entries}",
-                map.len(),
-                kind.noun()
-            ),
+            field.to_string(),
+            format!("{count} {}s exceed the limit of {max_entries}", kind.noun()),
         ));
     }
-    if let Some(key) = map.keys().find(|k| k.len() > max_key) {
+    if let Some(key) = keys.clone().find(|k| k.len() > max_key) {
         return Err(InvalidSignal::new(
-            field,
+            field.to_string(),
             format!(
                 "{} name {} is {} bytes long, over the limit of {max_key}",
                 kind.noun(),
@@ -280,13 +295,18 @@ pub(crate) fn check_map(
             ),
         ));
     }
-    if map.keys().any(String::is_empty) {
+    if keys.any(str::is_empty) {
         return Err(InvalidSignal::new(
-            field,
+            field.to_string(),
             format!("empty {} name", kind.noun()),
         ));
     }
     Ok(())
+}
+
+/// The longest value a label or annotation keeps on the RR (longer ones are truncated).
+pub(crate) fn max_value_len(kind: MapKind, limits: &Limits) -> usize {
+    kind.caps(limits).2
 }
 
 /// Checks the caps of `map` and truncates its oversize values in place.
@@ -294,10 +314,10 @@ pub(crate) fn cap_map(
     map: &mut BTreeMap<String, String>,
     kind: MapKind,
     limits: &Limits,
-    field: &str,
+    field: &(impl fmt::Display + ?Sized),
 ) -> Result<(), InvalidSignal> {
     check_map(map, kind, limits, field)?;
-    let (_, _, max_value) = kind.caps(limits);
+    let max_value = max_value_len(kind, limits);
     for value in map.values_mut() {
         truncate_string(value, max_value);
     }
