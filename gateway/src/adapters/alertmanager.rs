@@ -455,10 +455,7 @@ impl<'a> Field<'a, Text<'a>> {
 
 impl<'a> Field<'a, Entries<'a>> {
     /// The entries of a map field, none when absent.
-    fn entries(
-        self,
-        field: &(impl fmt::Display + ?Sized),
-    ) -> Result<Pairs<'a>, InvalidSignal> {
+    fn entries(self, field: &(impl fmt::Display + ?Sized)) -> Result<Pairs<'a>, InvalidSignal> {
         Ok(self.value(field, "")?.map(|e| e.0).unwrap_or_default())
     }
 }
