@@ -160,7 +160,56 @@ pub fn truncate_to_micros(ts: Timestamp) -> Timestamp {
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ`: UTC, always six fractional digits, so the text is fixed-width (sorts
 /// chronologically in SQLite) and round-trips through both engines without loss.
 pub fn format_timestamp(ts: Timestamp) -> String {
-    ts.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    let mut buf = TimestampText::default();
+    buf.set(ts).to_owned()
+}
+
+/// The text of [`format_timestamp`] in a buffer of its own, so the writer formats each event's
+/// timestamp without an allocation and without `strftime`'s interpretation of a format string
+/// (docs/benchmarks.md, "The audit writer's CPU per event and its floor").
+#[derive(Clone, Copy, Debug)]
+pub struct TimestampText([u8; 27]);
+
+impl Default for TimestampText {
+    fn default() -> Self {
+        Self(*b"0000-00-00T00:00:00.000000Z")
+    }
+}
+
+impl TimestampText {
+    /// Writes `ts` (its microseconds; nanoseconds are cut, as [`truncate_to_micros`] does) and
+    /// returns the text.
+    pub fn set(&mut self, ts: Timestamp) -> &str {
+        let dt = jiff::tz::Offset::UTC.to_datetime(ts);
+        let year = i64::from(dt.year());
+        if !(0..=9999).contains(&year) {
+            // Outside four digits the form is not fixed-width anyway; strftime says what it says.
+            let text = ts.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+            let n = text.len().min(self.0.len());
+            self.0[..n].copy_from_slice(&text.as_bytes()[..n]);
+            return self.as_str();
+        }
+        let b = &mut self.0;
+        let mut put = |at: usize, digits: usize, mut v: i64| {
+            for i in (at..at + digits).rev() {
+                b[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, i64::from(dt.month()));
+        put(8, 2, i64::from(dt.day()));
+        put(11, 2, i64::from(dt.hour()));
+        put(14, 2, i64::from(dt.minute()));
+        put(17, 2, i64::from(dt.second()));
+        put(20, 6, i64::from(dt.subsec_nanosecond() / 1_000));
+        self.as_str()
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and separators are ever written.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
 }
 
 /// The canonical serialisation hashed into the chain (version [`CANONICAL_VERSION`]).
@@ -177,40 +226,105 @@ pub fn format_timestamp(ts: Timestamp) -> String {
 /// re-parses numbers, so float formatting cannot break a chain. Storage-only columns (`seq`, the hash
 /// columns, `legacy_correlation_id`) are not part of it.
 pub fn canonical(row: &RawEventRow) -> String {
-    // The row's text is borrowed, not copied: this runs once per appended event on the writer.
+    let mut out = String::new();
+    write_canonical(&mut out, &CanonicalFields::of_row(row));
+    out
+}
+
+/// The hashed columns of one row, borrowed: what [`canonical`] serialises. The writer fills it
+/// straight from an event's fields, so an appended event's text is not copied into a row first.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CanonicalFields<'a> {
+    pub actor_id: Option<&'a str>,
+    pub actor_type: Option<&'a str>,
+    pub cluster_id: Option<&'a str>,
+    /// The chain key ([`RawEventRow::chain_key`]).
+    pub correlation_id: &'a str,
+    pub duration_ms: Option<i64>,
+    pub error_code: Option<&'a str>,
+    pub error_message: Option<&'a str>,
+    pub event_action: &'a str,
+    pub event_category: &'a str,
+    /// JSON text, embedded as is.
+    pub event_data: &'a str,
+    pub event_id: &'a str,
+    pub event_outcome: &'a str,
+    pub event_timestamp: &'a str,
+    pub event_type: &'a str,
+    pub event_version: &'a str,
+    pub fingerprint: Option<&'a str>,
+    pub namespace: Option<&'a str>,
+    pub parent_event_id: Option<&'a str>,
+    pub resource_id: Option<&'a str>,
+    pub resource_type: Option<&'a str>,
+    pub severity: Option<&'a str>,
+    pub span_id: Option<&'a str>,
+    pub trace_id: Option<&'a str>,
+}
+
+impl<'a> CanonicalFields<'a> {
+    pub fn of_row(row: &'a RawEventRow) -> Self {
+        Self {
+            actor_id: row.actor_id.as_deref(),
+            actor_type: row.actor_type.as_deref(),
+            cluster_id: row.cluster_id.as_deref(),
+            correlation_id: row.chain_key(),
+            duration_ms: row.duration_ms,
+            error_code: row.error_code.as_deref(),
+            error_message: row.error_message.as_deref(),
+            event_action: &row.event_action,
+            event_category: &row.event_category,
+            event_data: &row.event_data,
+            event_id: &row.event_id,
+            event_outcome: &row.event_outcome,
+            event_timestamp: &row.event_timestamp,
+            event_type: &row.event_type,
+            event_version: &row.event_version,
+            fingerprint: row.fingerprint.as_deref(),
+            namespace: row.namespace.as_deref(),
+            parent_event_id: row.parent_event_id.as_deref(),
+            resource_id: row.resource_id.as_deref(),
+            resource_type: row.resource_type.as_deref(),
+            severity: row.severity.as_deref(),
+            span_id: row.span_id.as_deref(),
+            trace_id: row.trace_id.as_deref(),
+        }
+    }
+}
+
+/// Appends the canonical form of `c` to `out` (see [`canonical`]); the writer reuses one buffer for
+/// every event of a batch.
+pub fn write_canonical(out: &mut String, c: &CanonicalFields<'_>) {
     fn text(s: &str) -> Field<'_> {
         Field::Text(s)
     }
-    fn opt(v: &Option<String>) -> Field<'_> {
-        v.as_deref().map_or(Field::Null, Field::Text)
+    fn opt(v: Option<&str>) -> Field<'_> {
+        v.map_or(Field::Null, Field::Text)
     }
     let fields: [(&str, Field<'_>); 23] = [
-        ("actor_id", opt(&row.actor_id)),
-        ("actor_type", opt(&row.actor_type)),
-        ("cluster_id", opt(&row.cluster_id)),
-        ("correlation_id", text(row.chain_key())),
-        (
-            "duration_ms",
-            row.duration_ms.map_or(Field::Null, Field::Int),
-        ),
-        ("error_code", opt(&row.error_code)),
-        ("error_message", opt(&row.error_message)),
-        ("event_action", text(&row.event_action)),
-        ("event_category", text(&row.event_category)),
-        ("event_data", Field::Json(&row.event_data)),
-        ("event_id", text(&row.event_id)),
-        ("event_outcome", text(&row.event_outcome)),
-        ("event_timestamp", text(&row.event_timestamp)),
-        ("event_type", text(&row.event_type)),
-        ("event_version", text(&row.event_version)),
-        ("fingerprint", opt(&row.fingerprint)),
-        ("namespace", opt(&row.namespace)),
-        ("parent_event_id", opt(&row.parent_event_id)),
-        ("resource_id", opt(&row.resource_id)),
-        ("resource_type", opt(&row.resource_type)),
-        ("severity", opt(&row.severity)),
-        ("span_id", opt(&row.span_id)),
-        ("trace_id", opt(&row.trace_id)),
+        ("actor_id", opt(c.actor_id)),
+        ("actor_type", opt(c.actor_type)),
+        ("cluster_id", opt(c.cluster_id)),
+        ("correlation_id", text(c.correlation_id)),
+        ("duration_ms", c.duration_ms.map_or(Field::Null, Field::Int)),
+        ("error_code", opt(c.error_code)),
+        ("error_message", opt(c.error_message)),
+        ("event_action", text(c.event_action)),
+        ("event_category", text(c.event_category)),
+        ("event_data", Field::Json(c.event_data)),
+        ("event_id", text(c.event_id)),
+        ("event_outcome", text(c.event_outcome)),
+        ("event_timestamp", text(c.event_timestamp)),
+        ("event_type", text(c.event_type)),
+        ("event_version", text(c.event_version)),
+        ("fingerprint", opt(c.fingerprint)),
+        ("namespace", opt(c.namespace)),
+        ("parent_event_id", opt(c.parent_event_id)),
+        ("resource_id", opt(c.resource_id)),
+        ("resource_type", opt(c.resource_type)),
+        ("severity", opt(c.severity)),
+        ("span_id", opt(c.span_id)),
+        ("trace_id", opt(c.trace_id)),
     ];
     let text_len: usize = fields
         .iter()
@@ -222,17 +336,17 @@ pub fn canonical(row: &RawEventRow) -> String {
                 }
         })
         .sum();
-    let mut out = String::with_capacity(text_len + 8 * fields.len() + 32);
+    out.reserve(text_len + 8 * fields.len() + 32);
     out.push('{');
     for (i, (k, v)) in fields.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        write_string(&mut out, k);
+        write_string(out, k);
         out.push(':');
         match v {
             Field::Null => out.push_str("null"),
-            Field::Text(s) => write_string(&mut out, s),
+            Field::Text(s) => write_string(out, s),
             Field::Int(n) => {
                 let _ = write!(out, "{n}");
             }
@@ -240,7 +354,6 @@ pub fn canonical(row: &RawEventRow) -> String {
         }
     }
     out.push('}');
-    out
 }
 
 enum Field<'a> {
@@ -421,6 +534,40 @@ mod tests {
         );
         let back: Timestamp = format_timestamp(ts).parse().unwrap();
         assert_eq!(back, truncate_to_micros(ts));
+    }
+
+    /// The hand-written formatter writes what `strftime` wrote before it, for every kind of date.
+    #[test]
+    fn timestamp_text_is_what_strftime_writes() {
+        let strftime = |ts: Timestamp| ts.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+        let mut samples: Vec<Timestamp> = [
+            "0000-01-01T00:00:00Z",
+            "1970-01-01T00:00:00Z",
+            "1999-12-31T23:59:59.999999999Z",
+            "2000-02-29T12:00:00.000001Z",
+            "2024-02-29T23:59:59.999999Z",
+            "2026-11-30T10:15:00.123456789Z",
+            "9999-12-30T21:59:59.999999999Z",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        // Spread over 0000–9999 with odd sub-second parts.
+        let (lo, hi) = (samples[0].as_second(), samples[6].as_second());
+        let mut x: i64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let secs = lo + x.rem_euclid(hi - lo);
+            let nanos = (x >> 11).rem_euclid(1_000_000_000) as i32;
+            samples.push(Timestamp::new(secs, nanos).unwrap());
+        }
+        let mut buf = TimestampText::default();
+        for ts in samples {
+            assert_eq!(buf.set(ts), strftime(ts), "{ts:?}");
+            assert_eq!(format_timestamp(ts), strftime(ts));
+        }
     }
 
     #[test]

@@ -456,6 +456,41 @@ impl RawEventRow {
         })
     }
 
+    /// What the chain-head checkpoints keep of an appended row (`Checkpointer::record`): its event
+    /// ID, chain key and hash; every other column empty.
+    fn head(event_id: &str, correlation_id: &str, event_hash: String) -> Self {
+        Self {
+            seq: 0,
+            event_id: event_id.to_owned(),
+            event_version: String::new(),
+            event_timestamp: String::new(),
+            event_type: String::new(),
+            event_category: String::new(),
+            event_action: String::new(),
+            event_outcome: String::new(),
+            actor_type: None,
+            actor_id: None,
+            resource_type: None,
+            resource_id: None,
+            correlation_id: correlation_id.to_owned(),
+            legacy_correlation_id: None,
+            parent_event_id: None,
+            trace_id: None,
+            span_id: None,
+            namespace: None,
+            cluster_id: None,
+            fingerprint: None,
+            event_data: String::new(),
+            severity: None,
+            duration_ms: None,
+            error_code: None,
+            error_message: None,
+            event_hash,
+            previous_event_hash: None,
+            hash_algorithm: String::new(),
+        }
+    }
+
     /// Parses the text columns for consumers.
     pub fn to_stored(&self) -> Result<StoredEvent, StoreError> {
         let corrupt = |reason: String| StoreError::CorruptRow {
@@ -918,6 +953,24 @@ impl AuditStore {
         if let Backend::DataStorage(client) = &self.backend {
             return client.append(events).await;
         }
+        if let (Backend::Sqlite(_), Some(direct)) = (&self.backend, &self.direct) {
+            // Synchronous: this store belongs to a thread of its own (`sqlite_direct_appends`). The
+            // rows are written from the events themselves (`sqlite_writer`).
+            let mut distinct = Vec::with_capacity(events.len());
+            let mut seen = std::collections::HashSet::with_capacity(events.len());
+            for ev in events {
+                if seen.insert(ev.event_id) {
+                    validate(ev)?;
+                    distinct.push(ev);
+                }
+            }
+            let (mut report, heads) = direct.append(&self.hasher, &distinct)?;
+            if let Some(cp) = &self.checkpoints {
+                cp.record(&heads);
+            }
+            report.duplicates += (events.len() - distinct.len()) as u64;
+            return Ok(report);
+        }
         let mut rows = Vec::with_capacity(events.len());
         let mut seen = std::collections::HashSet::with_capacity(events.len());
         for ev in events {
@@ -930,10 +983,6 @@ impl AuditStore {
         // The engines leave exactly the inserted rows, chained, in `rows` (SQLite moves their text
         // into its statement; what the checkpoint records of a row stays).
         let mut report = match &self.backend {
-            // Synchronous: this store belongs to a thread of its own (`sqlite_direct_appends`).
-            Backend::Sqlite(_) if let Some(direct) = &self.direct => {
-                direct.append(&self.hasher, &mut rows)?
-            }
             Backend::Sqlite(pool) => sqlite::append(pool, &self.hasher, &mut rows).await?,
             Backend::Postgres(pool) => postgres::append(pool, &self.hasher, &mut rows).await?,
             Backend::DataStorage(_) => unreachable!("handled above"),

@@ -25,7 +25,8 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::sqlite::{self, chunk_len, insert_sql};
 use super::{AppendReport, RawEventRow, StoreConfig, StoreError};
-use crate::audit::chain::ChainHasher;
+use crate::audit::chain::{self, CanonicalFields, ChainHasher, EVENT_VERSION, TimestampText};
+use crate::audit::event::{AuditEvent, CATEGORY};
 
 /// The writer's connection; `None` once closed.
 pub(super) struct Appender {
@@ -71,50 +72,70 @@ impl Appender {
         })
     }
 
-    /// See [`super::sqlite::append`]: the same transaction, on this thread.
+    /// See [`super::sqlite::append`]: the same transaction, on this thread, written from the events
+    /// themselves: their text is bound by reference and hashed from one reused buffer, never copied
+    /// into a [`RawEventRow`] first (docs/benchmarks.md, "The audit writer's CPU per event and its
+    /// floor"). `events` are distinct and valid (`AuditStore::append_batch` checks both). Returns
+    /// the report and, for the chain-head checkpoints, each inserted event's head row (event ID,
+    /// chain key and hash; the other columns empty).
     pub(super) fn append(
         &self,
         hasher: &ChainHasher,
-        rows: &mut Vec<RawEventRow>,
-    ) -> Result<AppendReport, StoreError> {
+        events: &[&AuditEvent],
+    ) -> Result<(AppendReport, Vec<RawEventRow>), StoreError> {
         let mut guard = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         let conn = guard
             .as_mut()
             .ok_or(StoreError::Unavailable(sqlx::Error::PoolClosed))?;
+        let mut rows: Vec<NewRow<'_>> = events.iter().map(|ev| NewRow::of(ev)).collect();
         // Rolls back when dropped uncommitted (any `?` below).
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
 
         let existing: HashSet<String> = {
+            let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
             let mut stmt = tx.prepare_cached(sqlite::STORED_IDS_SQL)?;
-            stmt.query_map([sqlite::ids_of(rows)], |r| r.get(0))?
+            stmt.query_map([sqlite::json_array(&ids)], |r| r.get(0))?
                 .collect::<Result<_, _>>()?
         };
-        let duplicates = sqlite::drop_stored(rows, &existing);
+        let total = rows.len();
+        if !existing.is_empty() {
+            rows.retain(|r| !existing.contains(r.id.as_str()));
+        }
+        let duplicates = (total - rows.len()) as u64;
         if rows.is_empty() {
             tx.commit()?;
-            return Ok(AppendReport {
-                inserted: 0,
-                duplicates,
-                local_only: 0,
-            });
+            return Ok((
+                AppendReport {
+                    inserted: 0,
+                    duplicates,
+                    local_only: 0,
+                },
+                Vec::new(),
+            ));
         }
 
-        let mut tails: HashMap<String, String> = {
+        let mut tails: HashMap<&str, String> = {
+            let mut keys: Vec<&str> = rows.iter().map(|r| r.ev.correlation_id.as_str()).collect();
+            keys.sort_unstable();
+            keys.dedup();
             let mut stmt = tx.prepare_cached(sqlite::CHAIN_TAILS_SQL)?;
-            let pairs = stmt.query_map([sqlite::chain_keys_of(rows)], |r| {
+            let pairs = stmt.query_map([sqlite::json_array(&keys)], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
             })?;
-            let mut tails = HashMap::new();
+            let mut tails = HashMap::with_capacity(keys.len());
             for pair in pairs {
-                if let (key, Some(hash)) = pair? {
-                    tails.insert(key, hash);
+                if let (key, Some(hash)) = pair?
+                    && let Some(k) = keys.iter().find(|k| **k == key)
+                {
+                    tails.insert(*k, hash);
                 }
             }
             tails
         };
-        super::chain_rows(hasher, &mut tails, rows);
+        chain(hasher, &mut tails, &mut rows);
 
-        let mut rest: &[RawEventRow] = rows;
+        let algorithm = hasher.algorithm().as_str();
+        let mut rest: &[NewRow<'_>] = &rows;
         while !rest.is_empty() {
             let (chunk, tail) = rest.split_at(chunk_len(rest.len()));
             let mut stmt = tx.prepare_cached(insert_sql(chunk.len()))?;
@@ -126,42 +147,50 @@ impl Appender {
                 stmt.raw_bind_parameter(i, v)
             };
             for r in chunk {
-                bind(&mut stmt, &r.event_id)?;
-                bind(&mut stmt, &r.event_version)?;
-                bind(&mut stmt, &r.event_timestamp)?;
-                bind(&mut stmt, &r.event_type)?;
-                bind(&mut stmt, &r.event_category)?;
-                bind(&mut stmt, &r.event_action)?;
-                bind(&mut stmt, &r.event_outcome)?;
-                bind(&mut stmt, &r.actor_type)?;
-                bind(&mut stmt, &r.actor_id)?;
-                bind(&mut stmt, &r.resource_type)?;
-                bind(&mut stmt, &r.resource_id)?;
-                bind(&mut stmt, &r.correlation_id)?;
-                bind(&mut stmt, &r.parent_event_id)?;
-                bind(&mut stmt, &r.trace_id)?;
-                bind(&mut stmt, &r.span_id)?;
-                bind(&mut stmt, &r.namespace)?;
-                bind(&mut stmt, &r.cluster_id)?;
-                bind(&mut stmt, &r.fingerprint)?;
-                bind(&mut stmt, &r.event_data)?;
-                bind(&mut stmt, &r.severity)?;
-                bind(&mut stmt, &r.duration_ms)?;
-                bind(&mut stmt, &r.error_code)?;
-                bind(&mut stmt, &r.error_message)?;
-                bind(&mut stmt, &r.event_hash)?;
-                bind(&mut stmt, &r.previous_event_hash)?;
-                bind(&mut stmt, &r.hash_algorithm)?;
+                let ev = r.ev;
+                bind(&mut stmt, &r.id.as_str())?;
+                bind(&mut stmt, &EVENT_VERSION)?;
+                bind(&mut stmt, &r.timestamp.as_str())?;
+                bind(&mut stmt, &ev.event_type.as_str())?;
+                bind(&mut stmt, &CATEGORY)?;
+                bind(&mut stmt, &ev.event_type.action())?;
+                bind(&mut stmt, &ev.event_outcome.as_str())?;
+                bind(&mut stmt, &ev.actor_type)?;
+                bind(&mut stmt, &ev.actor_id)?;
+                bind(&mut stmt, &ev.resource_type)?;
+                bind(&mut stmt, &ev.resource_id)?;
+                bind(&mut stmt, &ev.correlation_id)?;
+                bind(&mut stmt, &None::<&str>)?; // parent_event_id
+                bind(&mut stmt, &ev.trace_id)?;
+                bind(&mut stmt, &ev.span_id)?;
+                bind(&mut stmt, &ev.namespace)?;
+                bind(&mut stmt, &ev.cluster_id)?;
+                bind(&mut stmt, &ev.fingerprint)?;
+                bind(&mut stmt, &ev.event_data.as_str())?;
+                bind(&mut stmt, &ev.severity)?;
+                bind(&mut stmt, &ev.duration_ms)?;
+                bind(&mut stmt, &ev.error_code)?;
+                bind(&mut stmt, &ev.error_message)?;
+                bind(&mut stmt, &r.hash)?;
+                bind(&mut stmt, &r.previous)?;
+                bind(&mut stmt, &algorithm)?;
             }
             stmt.raw_execute()?;
             rest = tail;
         }
         tx.commit()?;
-        Ok(AppendReport {
-            inserted: rows.len() as u64,
-            duplicates,
-            local_only: 0,
-        })
+        let heads = rows
+            .into_iter()
+            .map(|r| RawEventRow::head(r.id.as_str(), &r.ev.correlation_id, r.hash))
+            .collect::<Vec<_>>();
+        Ok((
+            AppendReport {
+                inserted: heads.len() as u64,
+                duplicates,
+                local_only: 0,
+            },
+            heads,
+        ))
     }
 
     /// Closes the connection (checkpointing the WAL when it is the file's last); later appends fail
@@ -177,5 +206,90 @@ impl Appender {
         {
             tracing::warn!(error = %e, "closing the audit writer's SQLite connection");
         }
+    }
+}
+
+/// An event on its way into the table: the event, the texts the row has beyond its fields, and its
+/// link in the chain.
+struct NewRow<'a> {
+    ev: &'a AuditEvent,
+    id: EventIdText,
+    timestamp: TimestampText,
+    hash: String,
+    previous: Option<String>,
+}
+
+impl<'a> NewRow<'a> {
+    fn of(ev: &'a AuditEvent) -> Self {
+        let mut timestamp = TimestampText::default();
+        // Microseconds: what both engines store, before anything is hashed.
+        timestamp.set(ev.event_timestamp);
+        Self {
+            ev,
+            id: EventIdText::of(ev),
+            timestamp,
+            hash: String::new(),
+            previous: None,
+        }
+    }
+
+    /// The hashed columns, as [`RawEventRow::from_event`] would have made them.
+    fn canonical_fields(&self) -> CanonicalFields<'_> {
+        let ev = self.ev;
+        CanonicalFields {
+            actor_id: ev.actor_id.as_deref(),
+            actor_type: ev.actor_type.as_deref(),
+            cluster_id: ev.cluster_id.as_deref(),
+            correlation_id: &ev.correlation_id,
+            duration_ms: ev.duration_ms,
+            error_code: ev.error_code.as_deref(),
+            error_message: ev.error_message.as_deref(),
+            event_action: ev.event_type.action(),
+            event_category: CATEGORY,
+            event_data: ev.event_data.as_str(),
+            event_id: self.id.as_str(),
+            event_outcome: ev.event_outcome.as_str(),
+            event_timestamp: self.timestamp.as_str(),
+            event_type: ev.event_type.as_str(),
+            event_version: EVENT_VERSION,
+            fingerprint: ev.fingerprint.as_deref(),
+            namespace: ev.namespace.as_deref(),
+            parent_event_id: None,
+            resource_id: ev.resource_id.as_deref(),
+            resource_type: ev.resource_type.as_deref(),
+            severity: ev.severity.as_deref(),
+            span_id: ev.span_id.as_deref(),
+            trace_id: ev.trace_id.as_deref(),
+        }
+    }
+}
+
+/// An event ID as stored: lowercase hyphenated.
+struct EventIdText([u8; uuid::fmt::Hyphenated::LENGTH]);
+
+impl EventIdText {
+    fn of(ev: &AuditEvent) -> Self {
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        ev.event_id.hyphenated().encode_lower(&mut buf);
+        Self(buf)
+    }
+
+    fn as_str(&self) -> &str {
+        // `encode_lower` writes ASCII hex digits and hyphens only.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+/// Links `rows` to their chains as [`super::chain_rows`] does, hashing each canonical form from one
+/// buffer.
+fn chain<'a>(hasher: &ChainHasher, tails: &mut HashMap<&'a str, String>, rows: &mut [NewRow<'a>]) {
+    let mut canonical = String::new();
+    for row in rows {
+        canonical.clear();
+        chain::write_canonical(&mut canonical, &row.canonical_fields());
+        let key: &'a str = &row.ev.correlation_id;
+        let previous = tails.get(key).map_or("", String::as_str);
+        row.hash = hasher.hash(previous, &canonical);
+        row.previous = tails.insert(key, row.hash.clone());
     }
 }
