@@ -14,6 +14,7 @@ mod procs;
 mod report;
 mod run;
 mod storecost;
+mod storefloor;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -70,7 +71,8 @@ enum Command {
         batch: usize,
         #[arg(long, default_value_t = 3)]
         rounds: u32,
-        /// pool-check, pool, direct (comma-separated), run in this order in every round.
+        /// pool-check, pool, direct, direct-nofp, direct-nocts, direct-nofp-nocts, floor,
+        /// floor-unique, floor-schema (comma-separated), run in this order in every round.
         #[arg(long, value_delimiter = ',', default_value = "pool-check,pool,direct")]
         variants: Vec<String>,
     },

@@ -8,7 +8,10 @@
 //! rest. Variants (configurations of one binary, so runs alternate in the same minutes):
 //! `pool-check` (sqlx pool, the `json_valid` CHECK evaluated), `pool` (sqlx pool, CHECK skipped),
 //! `direct` (the writer's own connection on the driving thread, CHECK skipped — what
-//! `StoreConfig::for_batch_writer` sets).
+//! `StoreConfig::for_batch_writer` sets); `direct-nofp`, `direct-nocts`, `direct-nofp-nocts`
+//! (`direct` on a store without the `(fingerprint, event_timestamp)` and/or the
+//! `(correlation_id, event_timestamp)` index: what each index costs an append); and the floor
+//! variants of [`super::storefloor`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,10 +29,21 @@ pub struct Run {
     pub per_event_us: BTreeMap<String, f64>,
 }
 
+/// The indexes a `direct-…` experiment drops from the fresh store before it appends
+/// (docs/benchmarks.md, "The audit writer's CPU per event and its floor").
+fn dropped_indexes(variant: &str) -> &'static [&'static str] {
+    match variant {
+        "direct-nofp" => &["audit_events_fingerprint_ts"],
+        "direct-nocts" => &["audit_events_correlation_ts"],
+        "direct-nofp-nocts" => &["audit_events_fingerprint_ts", "audit_events_correlation_ts"],
+        _ => &[],
+    }
+}
+
 fn config(url: &str, variant: &str) -> Result<StoreConfig, String> {
     let mut c = StoreConfig::new(url).for_batch_writer();
     match variant {
-        "direct" => {}
+        "direct" | "direct-nofp" | "direct-nocts" | "direct-nofp-nocts" => {}
         "pool" => c.sqlite_direct_appends = false,
         "pool-check" => {
             c.sqlite_direct_appends = false;
@@ -37,7 +51,8 @@ fn config(url: &str, variant: &str) -> Result<StoreConfig, String> {
         }
         other => {
             return Err(format!(
-                "unknown variant {other:?} (pool-check, pool, direct)"
+                "unknown variant {other:?} (pool-check, pool, direct, direct-nofp, direct-nocts, \
+                 direct-nofp-nocts, floor, floor-unique, floor-schema)"
             ));
         }
     }
@@ -46,7 +61,7 @@ fn config(url: &str, variant: &str) -> Result<StoreConfig, String> {
 
 /// A duplicate event as the gateway writes one for an Alertmanager alert (sizes and members; the
 /// values are made up).
-fn event(n: u64, chains: u64) -> AuditEvent {
+pub(crate) fn event(n: u64, chains: u64) -> AuditEvent {
     let cid = format!("rr-{:052x}", n % chains);
     let mut ev = AuditEvent::new(EventType::SignalDeduplicated, EventOutcome::Success, &cid);
     let fp = format!("{:064x}", n % chains);
@@ -91,7 +106,7 @@ fn event(n: u64, chains: u64) -> AuditEvent {
 }
 
 /// ns on CPU per thread name, from `/proc/self/task/*/{comm,schedstat}`.
-fn thread_cpu_ns() -> BTreeMap<String, u64> {
+pub(crate) fn thread_cpu_ns() -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return out;
@@ -110,6 +125,9 @@ fn thread_cpu_ns() -> BTreeMap<String, u64> {
 
 /// One run of `variant`: `events` events in batches of `batch`, to a fresh store under `dir`.
 pub fn run(dir: &Path, variant: &str, events: u64, batch: usize) -> Result<Run, String> {
+    if super::storefloor::is_floor(variant) {
+        return super::storefloor::run(dir, variant, events, batch);
+    }
     let path = dir.join(format!("store-cost-{variant}.db"));
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
@@ -132,6 +150,14 @@ pub fn run(dir: &Path, variant: &str, events: u64, batch: usize) -> Result<Run, 
                     .map_err(|e| e.to_string())?
                     .close()
                     .await;
+                let drop = dropped_indexes(&variant);
+                if !drop.is_empty() {
+                    let conn = rusqlite::Connection::open(&path).map_err(|e| e.to_string())?;
+                    for index in drop {
+                        conn.execute_batch(&format!("DROP INDEX {index}"))
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
                 let store = AuditStore::open_with(&cfg.without_migrations())
                     .await
                     .map_err(|e| e.to_string())?;
