@@ -37,11 +37,11 @@ async fn all(store: &AuditStore, cid: &str) -> Vec<StoredEvent> {
     store.trail(cid, Page::first(10_000)).await.expect("trail")
 }
 
-/// The newest schema version of each engine (PostgreSQL's 0002 hardens its append-only guard).
+/// The newest schema version of each engine (PostgreSQL's 0002 hardens its append-only guard;
+/// SQLite's 0002 drops the unused fingerprint index).
 fn current_version(db: &TestDb) -> i64 {
     match db.engine {
-        Engine::Sqlite => 1,
-        Engine::Postgres | Engine::DataStorage => 2,
+        Engine::Sqlite | Engine::Postgres | Engine::DataStorage => 2,
     }
 }
 
@@ -82,7 +82,6 @@ async fn migrations_are_idempotent(db: TestDb) {
     };
     for want in [
         "audit_events_correlation_ts",
-        "audit_events_fingerprint_ts",
         "audit_events_legacy_correlation",
         "audit_events_correlation_seq",
     ] {
@@ -91,6 +90,10 @@ async fn migrations_are_idempotent(db: TestDb) {
             "missing index {want}: {names:?}"
         );
     }
+    // SQLite's writer does not pay for an index no query uses
+    // (docs/decisions/0003-sqlite-drops-unused-index.md); PostgreSQL keeps it.
+    let fingerprint = names.iter().any(|n| n == "audit_events_fingerprint_ts");
+    assert_eq!(fingerprint, db.engine != Engine::Sqlite, "{names:?}");
     // A read-only open of an empty database reports the schema as missing instead of failing oddly.
     if db.engine == Engine::Sqlite {
         let empty = format!("sqlite://{}", db.dir.path().join("empty.db").display());
@@ -680,11 +683,11 @@ async fn a_fresh_store_reports_what_migrate_schema_applied() {
     );
     let mut out = Vec::new();
     let report = cli::migrate_schema_to(&url, &mut out).await.unwrap();
-    assert_eq!(report.applied, vec![1]);
+    assert_eq!(report.applied, vec![1, 2]);
     assert!(
         String::from_utf8(out)
             .unwrap()
-            .contains("applied migration(s) 1; now at version 1")
+            .contains("applied migration(s) 1, 2; now at version 2")
     );
     // The file was created, WAL mode.
     let store = AuditStore::open_with(&StoreConfig::new(&url).without_migrations())
@@ -755,6 +758,63 @@ async fn the_sqlite_wal_is_checkpointed_and_reused_within_its_bound() {
 /// docs/audit.md, "Store": a store created with 4 KiB pages (every release before 16 KiB became the
 /// default) keeps them; converted offline with the statements given there it has 16 KiB pages, every
 /// event, and chains that still verify.
+/// A store created before SQLite migration 0002 (with the `(fingerprint, event_timestamp)` index and
+/// at schema version 1) is migrated when opened: the index is dropped, its events and chains stay,
+/// and appends go on in the same chains (docs/decisions/0003-sqlite-drops-unused-index.md).
+#[tokio::test]
+async fn an_existing_store_loses_the_unused_index_and_keeps_its_chains() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+    let store = AuditStore::open_with(&StoreConfig::new(&url).for_batch_writer())
+        .await
+        .unwrap();
+    let batch: Vec<AuditEvent> = (0..300u64)
+        .map(|n| event(&format!("rr-{}", n % 5), n, None))
+        .collect();
+    store.append_batch(&batch).await.unwrap();
+    store.close().await;
+    // Back to what version 1 left: the index, filled, and no record of migration 2.
+    let index_exists = || async {
+        let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'audit_events_fingerprint_ts'",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        c.close().await.unwrap();
+        n == 1
+    };
+    let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE INDEX audit_events_fingerprint_ts ON audit_events (fingerprint, event_timestamp); \
+         DELETE FROM namegate_audit_schema_migrations WHERE version = 2;",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    c.close().await.unwrap();
+    assert!(index_exists().await);
+
+    let mut out = Vec::new();
+    let report = cli::migrate_schema_to(&url, &mut out).await.unwrap();
+    assert_eq!(report.applied, vec![2]);
+    assert!(!index_exists().await, "the migration drops the index");
+    let store = AuditStore::open_with(&StoreConfig::new(&url).for_batch_writer())
+        .await
+        .unwrap();
+    assert_eq!(store.count().await.unwrap(), 300);
+    store
+        .append_batch(&[event("rr-0", 300, None)])
+        .await
+        .unwrap();
+    let report = store.verify().await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.events_checked, 301);
+    store.close().await;
+}
+
 #[tokio::test]
 async fn an_old_4_kib_store_converted_offline_keeps_its_events_and_chains() {
     use sqlx::Connection;

@@ -304,23 +304,43 @@ pub(super) fn chunk_len(remaining: usize) -> usize {
     1 << (usize::BITS - 1 - n.leading_zeros())
 }
 
+/// A trail in chain order from a `seq` on: `?1` the ID, `?2` the last `seq` seen, `?3` the limit.
+const TRAIL_SQL: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM audit_events \
+      WHERE (correlation_id = ?1 OR legacy_correlation_id = ?1) AND seq > ?2 \
+      ORDER BY seq LIMIT ?3"
+);
+
+/// The new IDs a legacy correlation ID was migrated to.
+const LEGACY_IDS_SQL: &str = "SELECT DISTINCT correlation_id FROM audit_events \
+     WHERE legacy_correlation_id = ?1 ORDER BY correlation_id";
+
+/// The lookups' page: rows of the IDs in the JSON array `?1` after the cursor (`?2` timestamp, `?3`
+/// `seq`; `?2` NULL for the first page), oldest first, `?4` at most. Fixed-width UTC text
+/// timestamps compare chronologically.
+const ROWS_BY_TIME_SQL: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM audit_events \
+      WHERE (correlation_id IN (SELECT value FROM json_each(?1)) \
+             OR legacy_correlation_id IN (SELECT value FROM json_each(?1))) \
+        AND (?2 IS NULL OR (event_timestamp, seq) > (?2, ?3)) \
+      ORDER BY event_timestamp, seq LIMIT ?4"
+);
+
 pub(super) async fn trail(
     pool: &SqlitePool,
     correlation_id: &str,
     page: Page,
 ) -> Result<Vec<RawEventRow>, StoreError> {
-    let rows = sqlx::query_as(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM audit_events \
-          WHERE (correlation_id = ?1 OR legacy_correlation_id = ?1) AND seq > ?2 \
-          ORDER BY seq LIMIT ?3"
-    ))
-    .bind(correlation_id)
-    .bind(page.after_seq.unwrap_or(0))
-    .bind(page.sql_limit())
-    .fetch_all(pool)
-    .await?;
+    let rows = sqlx::query_as(TRAIL_SQL)
+        .bind(correlation_id)
+        .bind(page.after_seq.unwrap_or(0))
+        .bind(page.sql_limit())
+        .fetch_all(pool)
+        .await?;
     Ok(rows)
 }
 
@@ -328,13 +348,10 @@ pub(super) async fn ids_for_legacy(
     pool: &SqlitePool,
     legacy_id: &str,
 ) -> Result<Vec<String>, StoreError> {
-    let ids = sqlx::query_scalar(
-        "SELECT DISTINCT correlation_id FROM audit_events WHERE legacy_correlation_id = ?1 \
-         ORDER BY correlation_id",
-    )
-    .bind(legacy_id)
-    .fetch_all(pool)
-    .await?;
+    let ids = sqlx::query_scalar(LEGACY_IDS_SQL)
+        .bind(legacy_id)
+        .fetch_all(pool)
+        .await?;
     Ok(ids)
 }
 
@@ -349,35 +366,28 @@ pub(super) async fn rows_by_time(
         Some((ts, seq)) => (Some(ts), seq),
         None => (None, 0),
     };
-    // Fixed-width UTC text timestamps compare chronologically.
-    let rows = sqlx::query_as(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM audit_events \
-          WHERE (correlation_id IN (SELECT value FROM json_each(?1)) \
-                 OR legacy_correlation_id IN (SELECT value FROM json_each(?1))) \
-            AND (?2 IS NULL OR (event_timestamp, seq) > (?2, ?3)) \
-          ORDER BY event_timestamp, seq LIMIT ?4"
-    ))
-    .bind(json_array(&ids))
-    .bind(after_ts)
-    .bind(after_seq)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
+    let rows = sqlx::query_as(ROWS_BY_TIME_SQL)
+        .bind(json_array(&ids))
+        .bind(after_ts)
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
     Ok(rows)
 }
+
+/// Every row in chain order, for `audit verify`.
+const VERIFY_SQL: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM audit_events ORDER BY COALESCE(legacy_correlation_id, correlation_id), seq"
+);
 
 pub(super) async fn for_each_in_chain_order(
     pool: &SqlitePool,
     mut f: impl FnMut(RawEventRow),
 ) -> Result<(), StoreError> {
-    let mut rows = sqlx::query_as::<_, RawEventRow>(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM audit_events ORDER BY COALESCE(legacy_correlation_id, correlation_id), seq"
-    ))
-    .fetch(pool);
+    let mut rows = sqlx::query_as::<_, RawEventRow>(VERIFY_SQL).fetch(pool);
     while let Some(row) = rows.try_next().await? {
         f(row);
     }
@@ -520,6 +530,99 @@ mod tests {
             .unwrap();
         assert_eq!(rows, 0);
         pool.close().await;
+    }
+
+    /// Every index is paid for by every append (docs/decisions/0003-sqlite-drops-unused-index.md):
+    /// the store keeps only indexes that a query of namegate's uses (appends, lookups,
+    /// verification), and the `(fingerprint, event_timestamp)` index, which none uses, is gone.
+    #[tokio::test]
+    async fn the_store_has_only_the_indexes_its_queries_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+        let pool = connect(&StoreConfig::new(url)).await.unwrap();
+        migrate(&pool).await.unwrap();
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_events' \
+             ORDER BY name",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            indexes,
+            [
+                "audit_events_correlation_seq",
+                // The lookups' pages after a cursor may range over it (the planner chooses).
+                "audit_events_correlation_ts",
+                "audit_events_legacy_correlation",
+                // UNIQUE (event_id): exactly-once appends.
+                "sqlite_autoindex_audit_events_1",
+            ]
+        );
+        let used = indexes_used(&pool).await;
+        for must in [
+            "audit_events_correlation_seq",
+            "audit_events_legacy_correlation",
+            "sqlite_autoindex_audit_events_1",
+        ] {
+            assert!(used.iter().any(|u| u == must), "{must} unused: {used:?}");
+        }
+        assert!(used.iter().all(|u| indexes.contains(u)), "{used:?}");
+        // The index migration 0002 drops was used by no query before it either: with it back, no
+        // plan picks it.
+        sqlx::raw_sql(
+            "CREATE INDEX audit_events_fingerprint_ts ON audit_events (fingerprint, event_timestamp)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let used = indexes_used(&pool).await;
+        assert!(
+            !used.iter().any(|u| u == "audit_events_fingerprint_ts"),
+            "{used:?}"
+        );
+        pool.close().await;
+    }
+
+    /// The indexes the plans of the store's queries use.
+    async fn indexes_used(pool: &SqlitePool) -> Vec<String> {
+        let queries = [
+            STORED_IDS_SQL.to_owned(),
+            CHAIN_TAILS_SQL.to_owned(),
+            TRAIL_SQL.replace("?2", "0").replace("?3", "10"),
+            LEGACY_IDS_SQL.to_owned(),
+            ROWS_BY_TIME_SQL
+                .replace("?2", "NULL")
+                .replace("?3", "0")
+                .replace("?4", "10"),
+            ROWS_BY_TIME_SQL
+                .replace("?2", "'2026-11-30T00:00:00.000000Z'")
+                .replace("?3", "5")
+                .replace("?4", "10"),
+            VERIFY_SQL.to_owned(),
+        ];
+        let mut used = HashSet::new();
+        for sql in queries {
+            let sql = sql.replace("?1", "'[\"rr-a\"]'");
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .fetch_all(pool)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            for (_, _, _, step) in plan {
+                // "SEARCH audit_events USING [COVERING] INDEX <name> (…)".
+                let name = ["USING INDEX ", "USING COVERING INDEX "]
+                    .iter()
+                    .find_map(|p| step.split_once(p))
+                    .and_then(|(_, rest)| rest.split_whitespace().next());
+                if let Some(name) = name {
+                    used.insert(name.to_owned());
+                }
+            }
+        }
+        let mut used: Vec<String> = used.into_iter().collect();
+        used.sort();
+        used
     }
 
     #[test]
