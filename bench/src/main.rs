@@ -71,8 +71,8 @@ enum Command {
         batch: usize,
         #[arg(long, default_value_t = 3)]
         rounds: u32,
-        /// pool-check, pool, direct, direct-nofp, direct-nocts, direct-nofp-nocts, floor,
-        /// floor-unique, floor-schema (comma-separated), run in this order in every round.
+        /// pool-check, pool, direct, direct-0001, direct-nocts, floor, floor-unique, floor-schema
+        /// (comma-separated), run in this order in every round.
         #[arg(long, value_delimiter = ',', default_value = "pool-check,pool,direct")]
         variants: Vec<String>,
     },

@@ -8,10 +8,10 @@
 //! rest. Variants (configurations of one binary, so runs alternate in the same minutes):
 //! `pool-check` (sqlx pool, the `json_valid` CHECK evaluated), `pool` (sqlx pool, CHECK skipped),
 //! `direct` (the writer's own connection on the driving thread, CHECK skipped — what
-//! `StoreConfig::for_batch_writer` sets); `direct-nofp`, `direct-nocts`, `direct-nofp-nocts`
-//! (`direct` on a store without the `(fingerprint, event_timestamp)` and/or the
-//! `(correlation_id, event_timestamp)` index: what each index costs an append); and the floor
-//! variants of [`super::storefloor`].
+//! `StoreConfig::for_batch_writer` sets); `direct-0001` (`direct` on the schema before SQLite
+//! migration 0002, with the `(fingerprint, event_timestamp)` index), `direct-nocts` (`direct`
+//! without the `(correlation_id, event_timestamp)` index); and the floor variants of
+//! [`super::storefloor`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,21 +29,24 @@ pub struct Run {
     pub per_event_us: BTreeMap<String, f64>,
 }
 
-/// The indexes a `direct-…` experiment drops from the fresh store before it appends
+/// What a `direct-…` experiment changes in the fresh store's schema before it appends
 /// (docs/benchmarks.md, "The audit writer's CPU per event and its floor").
-fn dropped_indexes(variant: &str) -> &'static [&'static str] {
+fn schema_change(variant: &str) -> Option<&'static str> {
     match variant {
-        "direct-nofp" => &["audit_events_fingerprint_ts"],
-        "direct-nocts" => &["audit_events_correlation_ts"],
-        "direct-nofp-nocts" => &["audit_events_fingerprint_ts", "audit_events_correlation_ts"],
-        _ => &[],
+        // The schema before SQLite migration 0002: the fingerprint index back.
+        "direct-0001" => Some(
+            "CREATE INDEX audit_events_fingerprint_ts ON audit_events (fingerprint, event_timestamp)",
+        ),
+        // The alternative not taken: without the (correlation_id, event_timestamp) index.
+        "direct-nocts" => Some("DROP INDEX audit_events_correlation_ts"),
+        _ => None,
     }
 }
 
 fn config(url: &str, variant: &str) -> Result<StoreConfig, String> {
     let mut c = StoreConfig::new(url).for_batch_writer();
     match variant {
-        "direct" | "direct-nofp" | "direct-nocts" | "direct-nofp-nocts" => {}
+        "direct" | "direct-0001" | "direct-nocts" => {}
         "pool" => c.sqlite_direct_appends = false,
         "pool-check" => {
             c.sqlite_direct_appends = false;
@@ -51,8 +54,8 @@ fn config(url: &str, variant: &str) -> Result<StoreConfig, String> {
         }
         other => {
             return Err(format!(
-                "unknown variant {other:?} (pool-check, pool, direct, direct-nofp, direct-nocts, \
-                 direct-nofp-nocts, floor, floor-unique, floor-schema)"
+                "unknown variant {other:?} (pool-check, pool, direct, direct-0001, direct-nocts, \
+                 floor, floor-unique, floor-schema)"
             ));
         }
     }
@@ -150,13 +153,9 @@ pub fn run(dir: &Path, variant: &str, events: u64, batch: usize) -> Result<Run, 
                     .map_err(|e| e.to_string())?
                     .close()
                     .await;
-                let drop = dropped_indexes(&variant);
-                if !drop.is_empty() {
+                if let Some(sql) = schema_change(&variant) {
                     let conn = rusqlite::Connection::open(&path).map_err(|e| e.to_string())?;
-                    for index in drop {
-                        conn.execute_batch(&format!("DROP INDEX {index}"))
-                            .map_err(|e| e.to_string())?;
-                    }
+                    conn.execute_batch(sql).map_err(|e| e.to_string())?;
                 }
                 let store = AuditStore::open_with(&cfg.without_migrations())
                     .await

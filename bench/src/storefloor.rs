@@ -36,8 +36,11 @@ const COLUMNS: &str = "seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL, event_ve
      error_code TEXT, error_message TEXT, event_hash TEXT NOT NULL, previous_event_hash TEXT, \
      hash_algorithm TEXT NOT NULL";
 
-/// The store's own schema (`gateway/migrations/sqlite/0001_audit_events.sql`), table and indexes.
-const STORE_SCHEMA: &str = include_str!("../../gateway/migrations/sqlite/0001_audit_events.sql");
+/// The store's own schema (`gateway/migrations/sqlite/`), table and indexes.
+const STORE_SCHEMA: [&str; 2] = [
+    include_str!("../../gateway/migrations/sqlite/0001_audit_events.sql"),
+    include_str!("../../gateway/migrations/sqlite/0002_drop_unused_index.sql"),
+];
 
 const INSERT: &str = "INSERT INTO audit_events (event_id, event_version, event_timestamp, \
      event_type, event_category, event_action, event_outcome, actor_type, actor_id, resource_type, \
@@ -57,7 +60,7 @@ fn schema(variant: &str) -> String {
             "CREATE TABLE audit_events ({COLUMNS}) STRICT; \
              CREATE UNIQUE INDEX audit_events_event_id ON audit_events (event_id);"
         ),
-        _ => STORE_SCHEMA.to_owned(),
+        _ => STORE_SCHEMA.concat(),
     }
 }
 
