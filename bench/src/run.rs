@@ -822,6 +822,7 @@ async fn duplicate_throughput(
     let gw_cpu = procs::cpu_time(gw.proc.pid())?.saturating_sub(cpu0);
     let audit = AuditWriter::read(gw).await.since(&audit0);
     let cpu0 = procs::cpu_time(bare.pid())?;
+    let own0 = procs::cpu_time(std::process::id())?;
     let bare_closed = load::closed_loop(
         bare_target.clone(),
         args.concurrency,
@@ -830,6 +831,7 @@ async fn duplicate_throughput(
     )
     .await;
     let bare_cpu = procs::cpu_time(bare.pid())?.saturating_sub(cpu0);
+    let client_cpu = procs::cpu_time(std::process::id())?.saturating_sub(own0);
     let ratio = gw_closed.rps() / bare_closed.rps().max(1e-9);
     let shed = gw_closed.status_count(503);
     // Honest only without shedding and without a growing backlog (one batch of slack: the gauge is
@@ -893,6 +895,26 @@ async fn duplicate_throughput(
             "{:.1}×",
             per_answer(gw_cpu, &gw_closed) / per_answer(bare_cpu, &bare_closed).max(1e-9)
         ),
+        "",
+        "",
+    );
+    // What 70 % of the bare server's rate leaves the gateway per duplicate: the bare window kept the
+    // machine busy with (client + bare) µs per request, so at 0.7 × its rate the client still needs
+    // its share and the gateway may spend the rest (docs/benchmarks.md, "The budget of a duplicate").
+    let (client_us, bare_us) = (
+        per_answer(client_cpu, &bare_closed),
+        per_answer(bare_cpu, &bare_closed),
+    );
+    report.row(
+        "2",
+        format!("{store}: CPU a duplicate may cost the gateway at 70 % of bare hyper's rate (the bare window's client + server CPU per request ÷ 0.7 − the client's)"),
+        format!(
+            "{:.0} µs (client {client_us:.0} µs + bare {bare_us:.0} µs per request in the bare window); the gateway spent {:.0} µs",
+            (client_us + bare_us) / 0.7 - client_us,
+            per_answer(gw_cpu, &gw_closed)
+        ),
+        "",
+        "",
         "",
         "",
     );
