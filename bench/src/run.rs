@@ -490,6 +490,8 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         let base_ns = namegate_e2e::fresh_namespace(&client, "bench-base").await;
         let s_base = apimetrics::scrape(&client).await?;
         let api_cpu0 = api_cpu(args.apiserver_pid);
+        let own = || procs::cpu_time(std::process::id()).ok();
+        let own0 = own();
         let base = baseline_new(
             &client,
             &base_ns,
@@ -502,6 +504,9 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         let base_api_cpu = api_cpu(args.apiserver_pid)
             .zip(api_cpu0)
             .map(|(b, a)| b.saturating_sub(a));
+        // The baseline's client runs in this process: its CPU shares the cores with the API server,
+        // as the gateway's and its load generator's do.
+        let base_client_cpu = own().zip(own0).map(|(b, a)| b.saturating_sub(a));
         let s4 = apimetrics::scrape(&client).await?;
         let base_delta = s4.since(&s_base);
         let run_tag: u32 = rand::random();
@@ -513,6 +518,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
             expect: 201,
         });
         let api_cpu0 = api_cpu(args.apiserver_pid);
+        let (gw_cpu0, own0) = (api_cpu(Some(gw.proc.pid())), own());
         let t_new = Instant::now();
         let gw_new = load::closed_loop(
             gw_new_target,
@@ -528,6 +534,10 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         let gw_api_cpu = api_cpu(args.apiserver_pid)
             .zip(api_cpu0)
             .map(|(b, a)| b.saturating_sub(a));
+        let gw_cpu = api_cpu(Some(gw.proc.pid()))
+            .zip(gw_cpu0)
+            .map(|(b, a)| b.saturating_sub(a));
+        let load_cpu = own().zip(own0).map(|(b, a)| b.saturating_sub(a));
         let gw_new_delta = s5.since(&s4);
         // Sustained: every create of the run (warm-up included) with its first status write done.
         let sustained = gw_new.all_ok as f64 / (caught_up - t_new).as_secs_f64();
@@ -614,6 +624,24 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
                 ms(&base_delta, "PATCH", "status"),
                 cpu_per_rr(base_api_cpu, base_delta.creates())
             ),
+            "",
+            "",
+            "",
+        );
+        let per_rr = |cpu: Option<Duration>, rrs: f64| {
+            cpu.map_or("—".to_owned(), |c| {
+                format!("{:.2} ms", c.as_secs_f64() * 1e3 / rrs.max(1.0))
+            })
+        };
+        report.row(
+            "3",
+            "CPU per new RR beside the API server's, on the same cores (gateway process / load generator; the baseline's in-process client)",
+            format!(
+                "{} / {}",
+                per_rr(gw_cpu, gw_new_delta.creates()),
+                per_rr(load_cpu, gw_new_delta.creates())
+            ),
+            per_rr(base_client_cpu, base_delta.creates()),
             "",
             "",
             "",
