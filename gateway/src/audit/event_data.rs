@@ -8,7 +8,6 @@
 //! Consumers that need a tree (the DataStorage wire form, tests) parse it with [`EventData::to_value`],
 //! off the hot path.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fmt::Write as _;
@@ -96,7 +95,8 @@ impl EventData {
     pub fn set_int(&mut self, key: &str, value: i64) {
         match &mut self.slot {
             Some(slot) if slot.key == key => {
-                let digits = itoa_buf(value);
+                let mut digits = String::with_capacity(20);
+                push_int(&mut digits, value);
                 self.json.replace_range(slot.at.clone(), &digits);
                 slot.at = slot.at.start..slot.at.start + digits.len();
             }
@@ -105,10 +105,29 @@ impl EventData {
     }
 }
 
-fn itoa_buf(value: i64) -> String {
-    let mut s = String::with_capacity(20);
-    let _ = write!(s, "{value}");
-    s
+/// `value` in decimal, as `Display` writes it, without the formatting machinery.
+fn push_int(out: &mut String, value: i64) {
+    if value < 0 {
+        out.push('-');
+    }
+    push_uint(out, value.unsigned_abs());
+}
+
+/// `value` in decimal, as `Display` writes it.
+fn push_uint(out: &mut String, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
 }
 
 impl Default for EventData {
@@ -169,11 +188,16 @@ impl<'de> Deserialize<'de> for EventData {
     }
 }
 
-/// Writes a JSON object in canonical form directly, without a tree: each member's value is written
-/// once into one buffer, and [`ObjectBuilder::finish`] emits the members sorted by key (bytewise).
-/// Writing a key twice keeps the last value, as inserting into a map would.
-#[derive(Debug, Default)]
+/// Writes a JSON object in canonical form directly, without a tree: each member is written once into
+/// one buffer, and [`ObjectBuilder::finish`] emits the members sorted by key (bytewise). Writing a key
+/// twice keeps the last value, as inserting into a map would.
+///
+/// Members written in ascending key order (the request path's builders write them so) are already
+/// the canonical text, keys included: `finish` only closes it. Otherwise it copies the values out in
+/// key order.
+#[derive(Debug)]
 pub struct ObjectBuilder {
+    /// `{"k1":v1,"k2":v2…`: every member, key and value, in the order written.
     buf: String,
     members: Vec<Member>,
     slot: Option<&'static str>,
@@ -182,20 +206,34 @@ pub struct ObjectBuilder {
 #[derive(Debug)]
 struct Member {
     key: &'static str,
+    /// The value's bytes in `buf`.
     at: Range<usize>,
 }
 
+impl Default for ObjectBuilder {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
+}
+
 impl ObjectBuilder {
-    /// A builder whose values are expected to take about `bytes` bytes.
+    /// A builder whose members are expected to take about `bytes` bytes.
     pub fn with_capacity(bytes: usize) -> Self {
+        let mut buf = String::with_capacity(bytes + 2);
+        buf.push('{');
         Self {
-            buf: String::with_capacity(bytes),
+            buf,
             members: Vec::with_capacity(24),
             slot: None,
         }
     }
 
     fn member(&mut self, key: &'static str, write: impl FnOnce(&mut String)) -> &mut Self {
+        if !self.members.is_empty() {
+            self.buf.push(',');
+        }
+        write_string(&mut self.buf, key);
+        self.buf.push(':');
         let start = self.buf.len();
         write(&mut self.buf);
         self.members.push(Member {
@@ -210,6 +248,18 @@ impl ObjectBuilder {
         self.member(key, |b| write_string(b, value))
     }
 
+    /// A string member made of `parts` joined (`namespace/name`), without joining them first.
+    pub fn str_joined(&mut self, key: &'static str, parts: &[&str]) -> &mut Self {
+        self.member(key, |b| {
+            let len: usize = parts.iter().map(|p| p.len()).sum();
+            let mut joined = String::with_capacity(len);
+            for p in parts {
+                joined.push_str(p);
+            }
+            write_string(b, &joined)
+        })
+    }
+
     /// A string member, `null` when absent.
     pub fn opt_str(&mut self, key: &'static str, value: Option<&str>) -> &mut Self {
         self.member(key, |b| match value {
@@ -220,9 +270,7 @@ impl ObjectBuilder {
 
     /// An integer member.
     pub fn int(&mut self, key: &'static str, value: i64) -> &mut Self {
-        self.member(key, |b| {
-            let _ = write!(b, "{value}");
-        })
+        self.member(key, |b| push_int(b, value))
     }
 
     /// An integer member that [`EventData::set_int`] can rewrite in place later (one per object).
@@ -255,14 +303,13 @@ impl ObjectBuilder {
     /// The JSON object in `text`, written canonically without building a tree
     /// ([`write_canonical`]); no member when `text` is not a JSON object.
     pub fn json_object(&mut self, key: &'static str, text: &str) -> &mut Self {
-        let start = self.buf.len();
-        if text.trim_start().starts_with('{') && write_canonical(&mut self.buf, text) {
-            self.members.push(Member {
-                key,
-                at: start..self.buf.len(),
-            });
+        if !text.trim_start().starts_with('{') {
+            return self;
         }
-        self
+        let Ok(node) = serde_json::from_str::<Node<'_>>(text) else {
+            return self;
+        };
+        self.member(key, |b| node.write(b))
     }
 
     /// A nested object.
@@ -271,13 +318,34 @@ impl ObjectBuilder {
         self.member(key, |b| b.push_str(nested.as_str()))
     }
 
+    /// Whether the members so far were written in ascending key order, each key once (then
+    /// [`ObjectBuilder::finish`] only closes the text).
+    pub fn in_key_order(&self) -> bool {
+        self.members
+            .windows(2)
+            .all(|w| w[0].key.as_bytes() < w[1].key.as_bytes())
+    }
+
     /// The object's canonical text.
     pub fn finish(mut self) -> EventData {
+        if self.in_key_order() {
+            self.buf.push('}');
+            let slot = self.slot.and_then(|key| {
+                let m = self.members.iter().find(|m| m.key == key)?;
+                Some(Slot {
+                    key,
+                    at: m.at.clone(),
+                })
+            });
+            return EventData {
+                json: self.buf,
+                slot,
+            };
+        }
         // Stable: of two members with one key, the later stays later (and is the one kept).
         self.members
             .sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
-        let keys: usize = self.members.iter().map(|m| m.key.len() + 4).sum();
-        let mut json = String::with_capacity(self.buf.len() + keys + 2);
+        let mut json = String::with_capacity(self.buf.len() + 1);
         let mut slot = None;
         json.push('{');
         let mut first = true;
@@ -326,16 +394,49 @@ pub fn write_canonical(out: &mut String, text: &str) -> bool {
     }
 }
 
-/// A parsed JSON value that borrows what it can from the text.
+/// A parsed JSON value that borrows what it can from the text. Only ever deserialized from JSON text
+/// by serde_json, which hands out a borrowed string only when it had no escape ([`Text::Plain`]).
 enum Node<'a> {
     Null,
     Bool(bool),
-    /// Built as `Value` builds its numbers, so it prints the same.
+    /// An integer, written as `Value` writes it (its decimal digits).
+    Int(i64),
+    UInt(u64),
+    /// Any other number, built as `Value` builds its numbers, so it prints the same.
     Number(serde_json::Number),
-    Str(Cow<'a, str>),
+    Str(Text<'a>),
     Array(Vec<Node<'a>>),
     /// In the text's order; sorted (and de-duplicated, the last kept, as a map does) when written.
-    Object(Vec<(Cow<'a, str>, Node<'a>)>),
+    Object(Vec<(Text<'a>, Node<'a>)>),
+}
+
+/// A string of the text: borrowed when it had no escape, so it holds no `"`, `\` or control
+/// character (JSON admits none of them raw) and is written between quotes as is; else unescaped, and
+/// written escaped.
+enum Text<'a> {
+    Plain(&'a str),
+    Unescaped(String),
+}
+
+impl Text<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Text::Plain(s) => s,
+            Text::Unescaped(s) => s,
+        }
+    }
+
+    fn write(&self, out: &mut String) {
+        match self {
+            Text::Plain(s) => {
+                out.reserve(s.len() + 2);
+                out.push('"');
+                out.push_str(s);
+                out.push('"');
+            }
+            Text::Unescaped(s) => write_string(out, s),
+        }
+    }
 }
 
 impl Node<'_> {
@@ -343,10 +444,12 @@ impl Node<'_> {
         match self {
             Node::Null => out.push_str("null"),
             Node::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+            Node::Int(n) => push_int(out, n),
+            Node::UInt(n) => push_uint(out, n),
             Node::Number(n) => {
                 let _ = write!(out, "{n}");
             }
-            Node::Str(s) => write_string(out, &s),
+            Node::Str(s) => s.write(out),
             Node::Array(items) => {
                 out.push('[');
                 for (i, item) in items.into_iter().enumerate() {
@@ -358,20 +461,28 @@ impl Node<'_> {
                 out.push(']');
             }
             Node::Object(mut members) => {
-                // Stable: of equal keys the last stays last, and only the last is written.
-                members.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                let sorted = members
+                    .windows(2)
+                    .all(|w| w[0].0.as_str().as_bytes() < w[1].0.as_str().as_bytes());
+                if !sorted {
+                    // Stable: of equal keys the last stays last, and only the last is written.
+                    members.sort_by(|a, b| a.0.as_str().as_bytes().cmp(b.0.as_str().as_bytes()));
+                }
                 out.push('{');
                 let mut first = true;
                 let mut members = members.into_iter().peekable();
                 while let Some((k, v)) = members.next() {
-                    if members.peek().is_some_and(|(next, _)| *next == k) {
+                    if members
+                        .peek()
+                        .is_some_and(|(next, _)| next.as_str() == k.as_str())
+                    {
                         continue;
                     }
                     if !first {
                         out.push(',');
                     }
                     first = false;
-                    write_string(out, &k);
+                    k.write(out);
                     out.push(':');
                     v.write(out);
                 }
@@ -388,7 +499,7 @@ impl<'de> Deserialize<'de> for Node<'de> {
 }
 
 /// A key, borrowed unless it has escapes.
-struct Key<'a>(Cow<'a, str>);
+struct Key<'a>(Text<'a>);
 
 impl<'de> Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -419,10 +530,10 @@ impl<'de> serde::de::Visitor<'de> for NodeVisitor {
         Ok(Node::Bool(v))
     }
     fn visit_u64<E>(self, v: u64) -> Result<Node<'de>, E> {
-        Ok(Node::Number(v.into()))
+        Ok(Node::UInt(v))
     }
     fn visit_i64<E>(self, v: i64) -> Result<Node<'de>, E> {
-        Ok(Node::Number(v.into()))
+        Ok(Node::Int(v))
     }
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Node<'de>, E> {
         serde_json::Number::from_f64(v)
@@ -430,13 +541,13 @@ impl<'de> serde::de::Visitor<'de> for NodeVisitor {
             .ok_or_else(|| E::custom("not a finite number"))
     }
     fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Node<'de>, E> {
-        Ok(Node::Str(Cow::Borrowed(v)))
+        Ok(Node::Str(Text::Plain(v)))
     }
     fn visit_str<E>(self, v: &str) -> Result<Node<'de>, E> {
-        Ok(Node::Str(Cow::Owned(v.to_owned())))
+        Ok(Node::Str(Text::Unescaped(v.to_owned())))
     }
     fn visit_string<E>(self, v: String) -> Result<Node<'de>, E> {
-        Ok(Node::Str(Cow::Owned(v)))
+        Ok(Node::Str(Text::Unescaped(v)))
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Node<'de>, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
@@ -446,7 +557,7 @@ impl<'de> serde::de::Visitor<'de> for NodeVisitor {
         Ok(Node::Array(items))
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
-        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(12));
         while let Some((Key(k), v)) = map.next_entry::<Key<'de>, Node<'de>>()? {
             members.push((k, v));
         }
@@ -548,6 +659,45 @@ mod tests {
                 b.finish().as_str(),
                 canonical_json(&Value::Object(expected))
             );
+        }
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let text = "(\\PC|[\u{0}-\u{1f}\"\\\\/\u{7f}\u{80}\u{2028}😀])*";
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            text.prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec((text, inner), 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Written canonically straight from the text — compact or pretty, keys in any order — is
+        /// the parsed tree's canonical form.
+        #[test]
+        fn written_canonically_is_the_trees_canonical_form(v in json_value(), pretty: bool) {
+            let text = if pretty {
+                serde_json::to_string_pretty(&v)
+            } else {
+                serde_json::to_string(&v)
+            }
+            .unwrap_or_default();
+            let mut out = String::new();
+            proptest::prop_assert!(write_canonical(&mut out, &text));
+            proptest::prop_assert_eq!(out, canonical_json(&v));
         }
     }
 

@@ -22,7 +22,7 @@
 //! `rr_uid`), and DataStorage drops them on decode.
 
 use super::event::{AuditEvent, EventOutcome, EventType};
-use super::event_data::ObjectBuilder;
+use super::event_data::{EventData, ObjectBuilder};
 use crate::signal::{InvalidSignal, Signal, Source};
 
 /// `event_data.signal_type`: kubernaut normalises every adapter to `alert`; the adapter is in the actor.
@@ -151,7 +151,7 @@ fn target_fields(m: &mut ObjectBuilder, s: &Signal) {
         .str("resource_name", &s.target.name);
 }
 
-/// Bytes [`reconstruction_fields`] adds, about.
+/// Bytes the original payload, labels and annotations add to a signal's event, about.
 fn reconstruction_bytes(s: &Signal) -> usize {
     let map = |m: &std::collections::BTreeMap<String, String>| {
         m.iter().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>()
@@ -159,16 +159,8 @@ fn reconstruction_bytes(s: &Signal) -> usize {
     s.original_payload.len() + map(&s.labels) + map(&s.annotations)
 }
 
-/// What DataStorage needs to rebuild the RR spec: the signal's own JSON (when it is an object, as
-/// kubernaut sends it), labels and annotations (`{}` when empty).
-fn reconstruction_fields(m: &mut ObjectBuilder, s: &Signal) {
-    m.json_object("original_payload", &s.original_payload);
-    m.string_map("signal_labels", &s.labels)
-        .string_map("signal_annotations", &s.annotations);
-}
-
 fn rr_fields(m: &mut ObjectBuilder, rr: &RrRef<'_>) {
-    m.str("remediation_request", &rr.qualified())
+    m.str_joined("remediation_request", &[rr.namespace, "/", rr.name])
         .opt_str("rr_uid", rr.uid.as_deref())
         .int("attempt", i64::from(rr.attempt));
 }
@@ -212,12 +204,7 @@ pub fn signal_received(s: &Signal, sender: &Actor, rr: &RrRef<'_>) -> AuditEvent
         Some(s),
     );
     signal_resource(&mut ev);
-    let mut m = base_payload(t, s, fingerprint_of(&ev), reconstruction_bytes(s));
-    reconstruction_fields(&mut m, s);
-    target_fields(&mut m, s);
-    rr_fields(&mut m, rr);
-    m.str("deduplication_status", "new");
-    ev.event_data = m.finish();
+    ev.event_data = signal_event_data(t, s, fingerprint_of(&ev), rr, "new", None);
     ev
 }
 
@@ -244,14 +231,54 @@ pub fn signal_deduplicated(
         Some(s),
     );
     signal_resource(&mut ev);
-    let mut m = base_payload(t, s, fingerprint_of(&ev), reconstruction_bytes(s));
-    reconstruction_fields(&mut m, s);
-    target_fields(&mut m, s);
-    rr_fields(&mut m, rr);
-    m.str("deduplication_status", "duplicate")
-        .int_slot(OCCURRENCE_COUNT, i64::from(occurrence_count));
-    ev.event_data = m.finish();
+    ev.event_data = signal_event_data(
+        t,
+        s,
+        fingerprint_of(&ev),
+        rr,
+        "duplicate",
+        Some(occurrence_count),
+    );
     ev
+}
+
+/// The `event_data` of [`signal_received`] and [`signal_deduplicated`]: the members of
+/// [`base_payload`], [`target_fields`] and [`rr_fields`]; what DataStorage needs to rebuild the RR
+/// spec — the signal's own JSON (when it is an object, as kubernaut sends it), labels and annotations
+/// (`{}` when empty); the deduplication status and, for a duplicate, the occurrence count. On the
+/// request path of every signal, so its members are written in ascending key order: the builder's
+/// text is then canonical as written, with no sort and no copy (docs/audit.md, "The event's
+/// representation").
+fn signal_event_data(
+    t: EventType,
+    s: &Signal,
+    fingerprint: &str,
+    rr: &RrRef<'_>,
+    deduplication_status: &str,
+    occurrence_count: Option<i32>,
+) -> EventData {
+    let mut m = ObjectBuilder::with_capacity(640 + reconstruction_bytes(s));
+    m.int("attempt", i64::from(rr.attempt))
+        .str("deduplication_status", deduplication_status)
+        .str("event_type", t.as_str())
+        .str("fingerprint", fingerprint)
+        .str("namespace", &s.target.namespace);
+    if let Some(count) = occurrence_count {
+        m.int_slot(OCCURRENCE_COUNT, i64::from(count));
+    }
+    m.json_object("original_payload", &s.original_payload)
+        .str_joined("remediation_request", &[rr.namespace, "/", rr.name])
+        .str("resource_kind", &s.target.kind)
+        .str("resource_name", &s.target.name)
+        .opt_str("rr_uid", rr.uid.as_deref())
+        .str("severity", &s.severity)
+        .string_map("signal_annotations", &s.annotations)
+        .string_map("signal_labels", &s.labels)
+        .str("signal_name", &s.name)
+        .str("signal_source", s.source.as_str())
+        .str("signal_type", SIGNAL_TYPE);
+    debug_assert!(m.in_key_order(), "signal event members out of key order");
+    m.finish()
 }
 
 /// `gateway.crd.created`: the RR `create` succeeded.
