@@ -43,8 +43,20 @@ impl Target {
         }
     }
 
+    /// The SHA-256 of [`Target::fingerprint_input`], hashed part by part rather than joined first (it
+    /// runs for every signal).
     pub fn fingerprint(&self) -> Fingerprint {
-        Fingerprint::of_input(&self.fingerprint_input())
+        let mut hasher = Sha256::new();
+        if let Some(cluster) = self.cluster.as_deref().filter(|c| !c.is_empty()) {
+            hasher.update(cluster.as_bytes());
+            hasher.update(b":");
+        }
+        hasher.update(self.namespace.as_bytes());
+        hasher.update(b":");
+        hasher.update(self.kind.as_bytes());
+        hasher.update(b":");
+        hasher.update(self.name.as_bytes());
+        Fingerprint(hasher.finalize().into())
     }
 
     /// Checks that the parts cannot forge another target's fingerprint input (see the module
@@ -264,6 +276,20 @@ mod tests {
             target(Some(""), "prod", "Deployment", "payment-api").fingerprint(),
             target(None, "prod", "Deployment", "payment-api").fingerprint()
         );
+    }
+
+    proptest::proptest! {
+        /// Hashed part by part, the fingerprint is the digest of the joined input.
+        #[test]
+        fn fingerprint_is_the_digest_of_the_input(
+            cluster in proptest::option::of(".{0,12}"),
+            ns in ".{0,12}",
+            kind in ".{0,12}",
+            name in ".{0,70}",
+        ) {
+            let t = target(cluster.as_deref(), &ns, &kind, &name);
+            proptest::prop_assert_eq!(t.fingerprint(), Fingerprint::of_input(&t.fingerprint_input()));
+        }
     }
 
     #[test]
