@@ -85,6 +85,7 @@ use super::{
     target_problem,
 };
 use crate::audit::chain::write_string;
+use crate::audit::event_data::push_uint;
 use crate::signal::{Decoded, InvalidSignal, Signal, Source};
 
 /// A label key that names a resource kind; used for [`AdapterConfig::extra_resource_labels`].
@@ -757,10 +758,13 @@ fn decode_batch<'a>(
     provider_head.push_str(",\"externalURL\":");
     json_opt_str(&mut provider_head, external_url.as_deref());
     provider_head.push(',');
-    let provider_tail = match truncated_alerts {
-        Some(n) => format!(",\"truncatedAlerts\":{n}}}"),
-        None => ",\"truncatedAlerts\":null}".to_owned(),
-    };
+    let mut provider_tail = String::with_capacity(44);
+    provider_tail.push_str(",\"truncatedAlerts\":");
+    match truncated_alerts {
+        Some(n) => push_uint(&mut provider_tail, n),
+        None => provider_tail.push_str("null"),
+    }
+    provider_tail.push('}');
     Ok(Batch {
         provider_head,
         provider_tail,

@@ -370,7 +370,7 @@ pub(crate) fn control_problem(text: &str, multiline: bool) -> Option<&'static st
     // Control characters (Unicode `Cc`) are U+0000–U+001F, U+007F and U+0080–U+009F, which UTF-8
     // writes as 0xC2 0x80–0x9F: text with none of those bytes (nearly all) is not scanned by
     // character.
-    if !text.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) {
+    if !has_control_byte(text.as_bytes()) {
         return None;
     }
     let bad = |c: char| c.is_control() && !(multiline && matches!(c, '\t' | '\n' | '\r'));
@@ -379,6 +379,20 @@ pub(crate) fn control_problem(text: &str, multiline: bool) -> Option<&'static st
     } else {
         "contains a control character"
     })
+}
+
+/// Whether `bytes` holds a byte of a control character: below 0x20, 0x7F, or 0xC2 (the lead byte of
+/// U+0080–U+00BF). Blocks of 32 bytes are tested without an early exit, which the compiler turns into
+/// vector instructions.
+fn has_control_byte(bytes: &[u8]) -> bool {
+    let bad = |b: u8| b < 0x20 || b == 0x7f || b == 0xc2;
+    let mut blocks = bytes.chunks_exact(32);
+    for block in &mut blocks {
+        if block.iter().fold(false, |found, &b| found | bad(b)) {
+            return true;
+        }
+    }
+    blocks.remainder().iter().any(|&b| bad(b))
 }
 
 /// A map's entries as text, in key order.
@@ -508,6 +522,19 @@ mod tests {
             "app.kubernetes.io/name"
         );
         assert_eq!(field_key("a b"), "[\"a b\"]");
+    }
+
+    #[test]
+    fn a_control_byte_is_found_at_any_offset_of_long_text() {
+        let clean = "é-x".repeat(40);
+        assert!(!has_control_byte(clean.as_bytes()));
+        for at in 0..clean.len() {
+            for bad in [0u8, 0x1f, 0x7f, 0xc2] {
+                let mut bytes = clean.clone().into_bytes();
+                bytes[at] = bad;
+                assert!(has_control_byte(&bytes), "{bad:#x} at {at}");
+            }
+        }
     }
 
     proptest::proptest! {

@@ -114,7 +114,7 @@ fn push_int(out: &mut String, value: i64) {
 }
 
 /// `value` in decimal, as `Display` writes it.
-fn push_uint(out: &mut String, mut value: u64) {
+pub(crate) fn push_uint(out: &mut String, mut value: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
