@@ -12,6 +12,7 @@ mod payload;
 mod podlevel;
 mod procs;
 mod report;
+mod requestcost;
 mod run;
 mod storecost;
 mod storefloor;
@@ -76,6 +77,14 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "pool-check,pool,direct")]
         variants: Vec<String>,
     },
+    /// The request workers' CPU per duplicate in decoding the webhook and building its audit event,
+    /// without HTTP around them (docs/benchmarks.md, "The request workers' decode and audit event").
+    RequestCost {
+        #[arg(long, default_value_t = 200_000)]
+        iterations: u32,
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -104,6 +113,7 @@ fn main() -> ExitCode {
             rounds,
             variants,
         } => store_cost(&dir, events, batch, rounds, &variants),
+        Command::RequestCost { iterations, rounds } => request_cost(iterations, rounds),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -141,6 +151,16 @@ fn store_cost(
                 get("other")
             );
         }
+    }
+    Ok(())
+}
+
+fn request_cost(iterations: u32, rounds: u32) -> Result<(), String> {
+    println!("| round | decode: CPU ns per webhook | audit event: CPU ns per duplicate |");
+    println!("|---|---|---|");
+    for round in 1..=rounds {
+        let r = requestcost::round(iterations)?;
+        println!("| {round} | {:.0} | {:.0} |", r.decode_ns, r.event_ns);
     }
     Ok(())
 }
