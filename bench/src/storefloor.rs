@@ -95,34 +95,7 @@ fn append(
             let id: &str = ev.event_id.hyphenated().encode_lower(&mut id);
             let timestamp = timestamp.set(ev.event_timestamp);
             canonical.clear();
-            chain::write_canonical(
-                canonical,
-                &CanonicalFields {
-                    actor_id: ev.actor_id.as_deref(),
-                    actor_type: ev.actor_type.as_deref(),
-                    cluster_id: ev.cluster_id.as_deref(),
-                    correlation_id: &ev.correlation_id,
-                    duration_ms: ev.duration_ms,
-                    error_code: ev.error_code.as_deref(),
-                    error_message: ev.error_message.as_deref(),
-                    event_action: ev.event_type.action(),
-                    event_category: CATEGORY,
-                    event_data: ev.event_data.as_str(),
-                    event_id: id,
-                    event_outcome: ev.event_outcome.as_str(),
-                    event_timestamp: timestamp,
-                    event_type: ev.event_type.as_str(),
-                    event_version: EVENT_VERSION,
-                    fingerprint: ev.fingerprint.as_deref(),
-                    namespace: ev.namespace.as_deref(),
-                    parent_event_id: None,
-                    resource_id: ev.resource_id.as_deref(),
-                    resource_type: ev.resource_type.as_deref(),
-                    severity: ev.severity.as_deref(),
-                    span_id: ev.span_id.as_deref(),
-                    trace_id: ev.trace_id.as_deref(),
-                },
-            );
+            chain::write_canonical(canonical, &CanonicalFields::of_event(ev, id, timestamp));
             let previous = tails.get(&ev.correlation_id);
             let hash = hasher.hash(previous.map_or("", String::as_str), canonical);
             insert.execute(params![

@@ -26,6 +26,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::event::{AuditEvent, CATEGORY};
 use super::store::RawEventRow;
 
 /// Version of the canonical serialisation below; recorded in the docs, not in rows (rows carry
@@ -263,6 +264,36 @@ pub struct CanonicalFields<'a> {
 }
 
 impl<'a> CanonicalFields<'a> {
+    /// The hashed columns of `ev` as the store writes them, with its ID and timestamp already
+    /// formatted (`event_id` lowercase hyphenated, `event_timestamp` as [`TimestampText`] writes it).
+    pub fn of_event(ev: &'a AuditEvent, event_id: &'a str, event_timestamp: &'a str) -> Self {
+        Self {
+            actor_id: ev.actor_id.as_deref(),
+            actor_type: ev.actor_type.as_deref(),
+            cluster_id: ev.cluster_id.as_deref(),
+            correlation_id: &ev.correlation_id,
+            duration_ms: ev.duration_ms,
+            error_code: ev.error_code.as_deref(),
+            error_message: ev.error_message.as_deref(),
+            event_action: ev.event_type.action(),
+            event_category: CATEGORY,
+            event_data: ev.event_data.as_str(),
+            event_id,
+            event_outcome: ev.event_outcome.as_str(),
+            event_timestamp,
+            event_type: ev.event_type.as_str(),
+            event_version: EVENT_VERSION,
+            fingerprint: ev.fingerprint.as_deref(),
+            namespace: ev.namespace.as_deref(),
+            parent_event_id: None,
+            resource_id: ev.resource_id.as_deref(),
+            resource_type: ev.resource_type.as_deref(),
+            severity: ev.severity.as_deref(),
+            span_id: ev.span_id.as_deref(),
+            trace_id: ev.trace_id.as_deref(),
+        }
+    }
+
     pub fn of_row(row: &'a RawEventRow) -> Self {
         Self {
             actor_id: row.actor_id.as_deref(),

@@ -235,32 +235,7 @@ impl<'a> NewRow<'a> {
 
     /// The hashed columns, as [`RawEventRow::from_event`] would have made them.
     fn canonical_fields(&self) -> CanonicalFields<'_> {
-        let ev = self.ev;
-        CanonicalFields {
-            actor_id: ev.actor_id.as_deref(),
-            actor_type: ev.actor_type.as_deref(),
-            cluster_id: ev.cluster_id.as_deref(),
-            correlation_id: &ev.correlation_id,
-            duration_ms: ev.duration_ms,
-            error_code: ev.error_code.as_deref(),
-            error_message: ev.error_message.as_deref(),
-            event_action: ev.event_type.action(),
-            event_category: CATEGORY,
-            event_data: ev.event_data.as_str(),
-            event_id: self.id.as_str(),
-            event_outcome: ev.event_outcome.as_str(),
-            event_timestamp: self.timestamp.as_str(),
-            event_type: ev.event_type.as_str(),
-            event_version: EVENT_VERSION,
-            fingerprint: ev.fingerprint.as_deref(),
-            namespace: ev.namespace.as_deref(),
-            parent_event_id: None,
-            resource_id: ev.resource_id.as_deref(),
-            resource_type: ev.resource_type.as_deref(),
-            severity: ev.severity.as_deref(),
-            span_id: ev.span_id.as_deref(),
-            trace_id: ev.trace_id.as_deref(),
-        }
+        CanonicalFields::of_event(self.ev, self.id.as_str(), self.timestamp.as_str())
     }
 }
 
