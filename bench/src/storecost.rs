@@ -108,6 +108,25 @@ pub(crate) fn event(n: u64, chains: u64) -> AuditEvent {
     ev
 }
 
+/// CPU µs per event of each thread between two [`thread_cpu_ns`] readings: the writer's threads
+/// (`audit-writer`, and `sqlx-sqlite-wor` for a store that has one) by name, every other as `other`.
+pub(crate) fn per_event_us(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+    events: u64,
+) -> BTreeMap<String, f64> {
+    let mut per_event_us = BTreeMap::new();
+    for (name, ns) in after {
+        let used = ns.saturating_sub(before.get(name).copied().unwrap_or(0));
+        let group = match name.as_str() {
+            "audit-writer" | "sqlx-sqlite-wor" => name.clone(),
+            _ => "other".to_owned(),
+        };
+        *per_event_us.entry(group).or_default() += used as f64 / 1e3 / events as f64;
+    }
+    per_event_us
+}
+
 /// ns on CPU per thread name, from `/proc/self/task/*/{comm,schedstat}`.
 pub(crate) fn thread_cpu_ns() -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
@@ -170,15 +189,7 @@ pub fn run(dir: &Path, variant: &str, events: u64, batch: usize) -> Result<Run, 
                 let wall_s = started.elapsed().as_secs_f64();
                 let after = thread_cpu_ns();
                 store.close().await;
-                let mut per_event_us = BTreeMap::new();
-                for (name, ns) in &after {
-                    let used = ns.saturating_sub(before.get(name).copied().unwrap_or(0));
-                    let group = match name.as_str() {
-                        "audit-writer" | "sqlx-sqlite-wor" => name.clone(),
-                        _ => "other".to_owned(),
-                    };
-                    *per_event_us.entry(group).or_default() += used as f64 / 1e3 / events as f64;
-                }
+                let per_event_us = per_event_us(&before, &after, events);
                 Ok(Run {
                     variant,
                     events,

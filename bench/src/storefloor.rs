@@ -15,7 +15,7 @@
 //! `UNIQUE (event_id)` that exactly-once replay needs), `floor-schema` (the store's own table and
 //! indexes, i.e. the store's B-tree work with the floor's write path).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -24,7 +24,7 @@ use namegate::audit::chain::{self, CanonicalFields, ChainHasher, EVENT_VERSION, 
 use namegate::audit::event::CATEGORY;
 use rusqlite::{Connection, params};
 
-use super::storecost::{Run, event, thread_cpu_ns};
+use super::storecost::{Run, event, per_event_us, thread_cpu_ns};
 
 /// The columns, as the store's table has them (without its `CHECK` and `AUTOINCREMENT`).
 const COLUMNS: &str = "seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL, event_version TEXT NOT NULL, \
@@ -161,16 +161,7 @@ pub fn run(dir: &Path, variant: &str, events: u64, batch: usize) -> Result<Run, 
             let wall_s = started.elapsed().as_secs_f64();
             let after = thread_cpu_ns();
             conn.close().map_err(|(_, e)| e.to_string())?;
-            let mut per_event_us = BTreeMap::new();
-            for (name, ns) in &after {
-                let used = ns.saturating_sub(before.get(name).copied().unwrap_or(0));
-                let group = if name == "audit-writer" {
-                    name.clone()
-                } else {
-                    "other".to_owned()
-                };
-                *per_event_us.entry(group).or_default() += used as f64 / 1e3 / events as f64;
-            }
+            let per_event_us = per_event_us(&before, &after, events);
             Ok(Run {
                 variant,
                 events,
