@@ -185,6 +185,17 @@ async fn fixture(steps: Vec<Step>) -> Fixture {
 
 /// The admission's API client uses `resilience` (its retry timing always fast); the flusher has a
 /// client of its own, so a breaker opened by the admission does not stop the flusher.
+/// A fixture whose breaker opens at the first failure: a create whose answer is lost is answered
+/// 503 at once instead of being re-read.
+async fn fixture_giving_up_at_once(steps: Vec<Step>) -> Fixture {
+    let resilience = Resilience {
+        breaker_threshold: 1,
+        breaker_cooldown: Duration::from_secs(3600),
+        ..Resilience::default()
+    };
+    fixture_with(steps, resilience).await
+}
+
 async fn fixture_with(steps: Vec<Step>, resilience: Resilience) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let mut registry = prometheus_client::registry::Registry::default();
@@ -251,6 +262,13 @@ fn origin() -> Origin {
 }
 
 impl Fixture {
+    /// Decides `s`, which must be refused as retryable (a 503, the signal re-sent later), and
+    /// commits that answer.
+    async fn refused_and_committed(&self, s: &Signal) {
+        let d = self.decide(s).await;
+        assert!(d.is_retryable(), "{:?}", d.refusal());
+        d.commit(&self.pipeline, Timestamp::now());
+    }
     async fn decide(&self, s: &Signal) -> Decided<'_> {
         self.pipeline
             .decide(
@@ -800,34 +818,25 @@ async fn a_create_that_landed_unseen_and_was_answered_503_takes_its_occurrence_b
         let held = held.clone();
         move |_: &Value| (StatusCode::OK, held.lock().unwrap().clone().unwrap())
     };
-    let f = fixture_with(
-        vec![
-            // The create lands, its answer is lost, and the API server is given up on (the breaker
-            // opens at the first failure here): the signal is answered 503 and will be re-sent.
-            step("POST", "", {
-                let create = create_held(&held);
-                move |body| {
-                    create(body);
-                    (StatusCode::GATEWAY_TIMEOUT, status(504, "Timeout"))
-                }
-            }),
-            // The flusher checks the name: this admission's object, holding the 1 its create carried.
-            step("GET", rr_path(&s, 1), read_held()),
-            // It writes this process's total for the object back to 0, then the derived status.
-            step("GET", rr_path(&s, 1), read_held()),
-            write_total(&s, &held),
-            write_status(&s, &held),
-        ],
-        Resilience {
-            breaker_threshold: 1,
-            breaker_cooldown: Duration::from_secs(3600),
-            ..Resilience::default()
-        },
-    )
+    let f = fixture_giving_up_at_once(vec![
+        // The create lands, its answer is lost, and the API server is given up on (the breaker
+        // opens at the first failure here): the signal is answered 503 and will be re-sent.
+        step("POST", "", {
+            let create = create_held(&held);
+            move |body| {
+                create(body);
+                (StatusCode::GATEWAY_TIMEOUT, status(504, "Timeout"))
+            }
+        }),
+        // The flusher checks the name: this admission's object, holding the 1 its create carried.
+        step("GET", rr_path(&s, 1), read_held()),
+        // It writes this process's total for the object back to 0, then the derived status.
+        step("GET", rr_path(&s, 1), read_held()),
+        write_total(&s, &held),
+        write_status(&s, &held),
+    ])
     .await;
-    let d = f.decide(&s).await;
-    assert!(d.is_retryable(), "{:?}", d.refusal());
-    d.commit(&f.pipeline, Timestamp::now());
+    f.refused_and_committed(&s).await;
     let (_, annotations) = held_count(&held);
     assert_eq!(
         annotations[f.occurrences.annotation()],
@@ -843,26 +852,17 @@ async fn a_create_that_landed_unseen_and_was_answered_503_takes_its_occurrence_b
 #[tokio::test]
 async fn a_create_that_did_not_land_leaves_nothing_to_take_back() {
     let s = signal();
-    let f = fixture_with(
-        vec![
-            step("POST", "", |_| {
-                (StatusCode::GATEWAY_TIMEOUT, status(504, "Timeout"))
-            }),
-            // The flusher checks the name once: nothing there, nothing to write.
-            step("GET", rr_path(&s, 1), |_| {
-                (StatusCode::NOT_FOUND, status(404, "NotFound"))
-            }),
-        ],
-        Resilience {
-            breaker_threshold: 1,
-            breaker_cooldown: Duration::from_secs(3600),
-            ..Resilience::default()
-        },
-    )
+    let f = fixture_giving_up_at_once(vec![
+        step("POST", "", |_| {
+            (StatusCode::GATEWAY_TIMEOUT, status(504, "Timeout"))
+        }),
+        // The flusher checks the name once: nothing there, nothing to write.
+        step("GET", rr_path(&s, 1), |_| {
+            (StatusCode::NOT_FOUND, status(404, "NotFound"))
+        }),
+    ])
     .await;
-    let d = f.decide(&s).await;
-    assert!(d.is_retryable(), "{:?}", d.refusal());
-    d.commit(&f.pipeline, Timestamp::now());
+    f.refused_and_committed(&s).await;
     assert!(
         !f.occurrences.is_empty(),
         "the create's outcome is to be checked"
@@ -875,26 +875,17 @@ async fn a_create_that_did_not_land_leaves_nothing_to_take_back() {
 #[tokio::test]
 async fn a_name_held_back_for_an_unchecked_create_stays_pending_once() {
     let s = signal();
-    let f = fixture_with(
-        vec![
-            step("POST", "", |_| {
-                (StatusCode::GATEWAY_TIMEOUT, status(504, "Timeout"))
-            }),
-            // The check of the name fails: the create stays unchecked for the next round.
-            step("GET", rr_path(&s, 1), |_| {
-                (StatusCode::UNPROCESSABLE_ENTITY, status(422, "Invalid"))
-            }),
-        ],
-        Resilience {
-            breaker_threshold: 1,
-            breaker_cooldown: Duration::from_secs(3600),
-            ..Resilience::default()
-        },
-    )
+    let f = fixture_giving_up_at_once(vec![
+        step("POST", "", |_| {
+            (StatusCode::GATEWAY_TIMEOUT, status(504, "Timeout"))
+        }),
+        // The check of the name fails: the create stays unchecked for the next round.
+        step("GET", rr_path(&s, 1), |_| {
+            (StatusCode::UNPROCESSABLE_ENTITY, status(422, "Invalid"))
+        }),
+    ])
     .await;
-    let d = f.decide(&s).await;
-    assert!(d.is_retryable(), "{:?}", d.refusal());
-    d.commit(&f.pipeline, Timestamp::now());
+    f.refused_and_committed(&s).await;
     // An occurrence of that name waits too: it is held back, not written.
     let name = name::name(&s.fingerprint, Attempt::FIRST);
     f.occurrences
