@@ -755,9 +755,35 @@ async fn the_sqlite_wal_is_checkpointed_and_reused_within_its_bound() {
     assert!(!wal.exists(), "the -wal file outlived the store");
 }
 
-/// docs/audit.md, "Store": a store created with 4 KiB pages (every release before 16 KiB became the
-/// default) keeps them; converted offline with the statements given there it has 16 KiB pages, every
-/// event, and chains that still verify.
+/// 300 events in 5 chains (`rr-0` … `rr-4`), appended by the writer's store, which is then closed.
+async fn fill_300_events_in_5_chains(url: &str) {
+    let store = AuditStore::open_with(&StoreConfig::new(url).for_batch_writer())
+        .await
+        .unwrap();
+    let batch: Vec<AuditEvent> = (0..300u64)
+        .map(|n| event(&format!("rr-{}", n % 5), n, None))
+        .collect();
+    store.append_batch(&batch).await.unwrap();
+    store.close().await;
+}
+
+/// Opens a store filled by [`fill_300_events_in_5_chains`] as the writer does: its 300 events are
+/// there, one more appended to `rr-0` goes on in that chain, and all 301 verify.
+async fn reopened_goes_on_in_its_chains(url: &str) -> AuditStore {
+    let store = AuditStore::open_with(&StoreConfig::new(url).for_batch_writer())
+        .await
+        .unwrap();
+    assert_eq!(store.count().await.unwrap(), 300);
+    store
+        .append_batch(&[event("rr-0", 300, None)])
+        .await
+        .unwrap();
+    let report = store.verify().await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.events_checked, 301);
+    store
+}
+
 /// A store created before SQLite migration 0002 (with the `(fingerprint, event_timestamp)` index and
 /// at schema version 1) is migrated when opened: the index is dropped, its events and chains stay,
 /// and appends go on in the same chains (docs/decisions/0003-sqlite-drops-unused-index.md).
@@ -766,14 +792,7 @@ async fn an_existing_store_loses_the_unused_index_and_keeps_its_chains() {
     use sqlx::Connection;
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("audit.db").display());
-    let store = AuditStore::open_with(&StoreConfig::new(&url).for_batch_writer())
-        .await
-        .unwrap();
-    let batch: Vec<AuditEvent> = (0..300u64)
-        .map(|n| event(&format!("rr-{}", n % 5), n, None))
-        .collect();
-    store.append_batch(&batch).await.unwrap();
-    store.close().await;
+    fill_300_events_in_5_chains(&url).await;
     // Back to what version 1 left: the index, filled, and no record of migration 2.
     let index_exists = || async {
         let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
@@ -801,20 +820,14 @@ async fn an_existing_store_loses_the_unused_index_and_keeps_its_chains() {
     let report = cli::migrate_schema_to(&url, &mut out).await.unwrap();
     assert_eq!(report.applied, vec![2]);
     assert!(!index_exists().await, "the migration drops the index");
-    let store = AuditStore::open_with(&StoreConfig::new(&url).for_batch_writer())
-        .await
-        .unwrap();
-    assert_eq!(store.count().await.unwrap(), 300);
-    store
-        .append_batch(&[event("rr-0", 300, None)])
-        .await
-        .unwrap();
-    let report = store.verify().await.unwrap();
-    assert!(report.is_clean(), "{report:?}");
-    assert_eq!(report.events_checked, 301);
+    let store = reopened_goes_on_in_its_chains(&url).await;
+    assert_eq!(store.count().await.unwrap(), 301);
     store.close().await;
 }
 
+/// docs/audit.md, "Store": a store created with 4 KiB pages (every release before 16 KiB became the
+/// default) keeps them; converted offline with the statements given there it has 16 KiB pages, every
+/// event, and chains that still verify.
 #[tokio::test]
 async fn an_old_4_kib_store_converted_offline_keeps_its_events_and_chains() {
     use sqlx::Connection;
@@ -842,14 +855,7 @@ async fn an_old_4_kib_store_converted_offline_keeps_its_events_and_chains() {
         c.close().await.unwrap();
         page
     };
-    let store = AuditStore::open_with(&StoreConfig::new(&url).for_batch_writer())
-        .await
-        .unwrap();
-    let batch: Vec<AuditEvent> = (0..300u64)
-        .map(|n| event(&format!("rr-{}", n % 5), n, None))
-        .collect();
-    store.append_batch(&batch).await.unwrap();
-    store.close().await;
+    fill_300_events_in_5_chains(&url).await;
     assert_eq!(
         page_size().await,
         4096,
@@ -869,17 +875,7 @@ async fn an_old_4_kib_store_converted_offline_keeps_its_events_and_chains() {
     c.close().await.unwrap();
     assert_eq!(page_size().await, 16384);
 
-    let store = AuditStore::open_with(&StoreConfig::new(&url).for_batch_writer())
-        .await
-        .unwrap();
-    assert_eq!(store.count().await.unwrap(), 300);
-    // Appending goes on in the same chains, and everything verifies.
-    store
-        .append_batch(&[event("rr-0", 300, None)])
-        .await
-        .unwrap();
-    let report = store.verify().await.unwrap();
-    assert!(report.is_clean(), "{report:?}");
+    let store = reopened_goes_on_in_its_chains(&url).await;
     assert_eq!(all(&store, "rr-0").await.len(), 61);
     store.close().await;
 }
