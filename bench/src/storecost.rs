@@ -14,7 +14,7 @@
 //! [`super::storefloor`].
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use namegate::audit::store::{AuditStore, StoreConfig};
@@ -27,6 +27,56 @@ pub struct Run {
     pub wall_s: f64,
     /// CPU µs per event by thread group.
     pub per_event_us: BTreeMap<String, f64>,
+}
+
+impl Run {
+    /// A run of `events` events that took `wall_s` and the CPU between two [`thread_cpu_ns`]
+    /// readings, per event: the writer's threads (`audit-writer`, and `sqlx-sqlite-wor` for a store
+    /// that has one) by name, every other as `other`.
+    pub(crate) fn measured(
+        variant: String,
+        events: u64,
+        wall_s: f64,
+        before: &BTreeMap<String, u64>,
+        after: &BTreeMap<String, u64>,
+    ) -> Self {
+        let mut per_event_us = BTreeMap::new();
+        for (name, ns) in after {
+            let used = ns.saturating_sub(before.get(name).copied().unwrap_or(0));
+            let group = match name.as_str() {
+                "audit-writer" | "sqlx-sqlite-wor" => name.clone(),
+                _ => "other".to_owned(),
+            };
+            *per_event_us.entry(group).or_default() += used as f64 / 1e3 / events as f64;
+        }
+        Run {
+            variant,
+            events,
+            wall_s,
+            per_event_us,
+        }
+    }
+}
+
+/// The database of one run of `variant` under `dir`, with any earlier run's files removed.
+pub(crate) fn fresh_db(dir: &Path, variant: &str) -> PathBuf {
+    let path = dir.join(format!("store-cost-{variant}.db"));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    path
+}
+
+/// Runs `measure` on a thread named like the gateway's writer, so its CPU is grouped the same.
+pub(crate) fn on_writer_thread(
+    measure: impl FnOnce() -> Result<Run, String> + Send + 'static,
+) -> Result<Run, String> {
+    std::thread::Builder::new()
+        .name("audit-writer".to_owned())
+        .spawn(measure)
+        .map_err(|e| e.to_string())?
+        .join()
+        .map_err(|_| "the store-cost thread panicked".to_owned())?
 }
 
 /// What a `direct-…` experiment changes in the fresh store's schema before it appends
@@ -108,25 +158,6 @@ pub(crate) fn event(n: u64, chains: u64) -> AuditEvent {
     ev
 }
 
-/// CPU µs per event of each thread between two [`thread_cpu_ns`] readings: the writer's threads
-/// (`audit-writer`, and `sqlx-sqlite-wor` for a store that has one) by name, every other as `other`.
-pub(crate) fn per_event_us(
-    before: &BTreeMap<String, u64>,
-    after: &BTreeMap<String, u64>,
-    events: u64,
-) -> BTreeMap<String, f64> {
-    let mut per_event_us = BTreeMap::new();
-    for (name, ns) in after {
-        let used = ns.saturating_sub(before.get(name).copied().unwrap_or(0));
-        let group = match name.as_str() {
-            "audit-writer" | "sqlx-sqlite-wor" => name.clone(),
-            _ => "other".to_owned(),
-        };
-        *per_event_us.entry(group).or_default() += used as f64 / 1e3 / events as f64;
-    }
-    per_event_us
-}
-
 /// ns on CPU per thread name, from `/proc/self/task/*/{comm,schedstat}`.
 pub(crate) fn thread_cpu_ns() -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
@@ -150,55 +181,40 @@ pub fn run(dir: &Path, variant: &str, events: u64, batch: usize) -> Result<Run, 
     if super::storefloor::is_floor(variant) {
         return super::storefloor::run(dir, variant, events, batch);
     }
-    let path = dir.join(format!("store-cost-{variant}.db"));
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
+    let path = fresh_db(dir, variant);
     let url = format!("sqlite://{}", path.display());
     let cfg = config(&url, variant)?;
     let variant = variant.to_owned();
-    // The driving thread, named like the gateway's writer so its CPU is grouped the same.
-    std::thread::Builder::new()
-        .name("audit-writer".to_owned())
-        .spawn(move || -> Result<Run, String> {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
+    on_writer_thread(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async move {
+            // Created and migrated as `serve` does, then opened as the writer opens it.
+            AuditStore::open_with(&StoreConfig::new(&url))
+                .await
+                .map_err(|e| e.to_string())?
+                .close()
+                .await;
+            if let Some(sql) = schema_change(&variant) {
+                let conn = rusqlite::Connection::open(&path).map_err(|e| e.to_string())?;
+                conn.execute_batch(sql).map_err(|e| e.to_string())?;
+            }
+            let store = AuditStore::open_with(&cfg.without_migrations())
+                .await
                 .map_err(|e| e.to_string())?;
-            rt.block_on(async move {
-                // Created and migrated as `serve` does, then opened as the writer opens it.
-                AuditStore::open_with(&StoreConfig::new(&url))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .close()
-                    .await;
-                if let Some(sql) = schema_change(&variant) {
-                    let conn = rusqlite::Connection::open(&path).map_err(|e| e.to_string())?;
-                    conn.execute_batch(sql).map_err(|e| e.to_string())?;
-                }
-                let store = AuditStore::open_with(&cfg.without_migrations())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                // Built before the clock starts: what is measured is the store.
-                let all: Vec<AuditEvent> = (0..events).map(|n| event(n, 64)).collect();
-                let before = thread_cpu_ns();
-                let started = Instant::now();
-                for chunk in all.chunks(batch) {
-                    store.append_batch(chunk).await.map_err(|e| e.to_string())?;
-                }
-                let wall_s = started.elapsed().as_secs_f64();
-                let after = thread_cpu_ns();
-                store.close().await;
-                let per_event_us = per_event_us(&before, &after, events);
-                Ok(Run {
-                    variant,
-                    events,
-                    wall_s,
-                    per_event_us,
-                })
-            })
+            // Built before the clock starts: what is measured is the store.
+            let all: Vec<AuditEvent> = (0..events).map(|n| event(n, 64)).collect();
+            let before = thread_cpu_ns();
+            let started = Instant::now();
+            for chunk in all.chunks(batch) {
+                store.append_batch(chunk).await.map_err(|e| e.to_string())?;
+            }
+            let wall_s = started.elapsed().as_secs_f64();
+            let after = thread_cpu_ns();
+            store.close().await;
+            Ok(Run::measured(variant, events, wall_s, &before, &after))
         })
-        .map_err(|e| e.to_string())?
-        .join()
-        .map_err(|_| "the store-cost thread panicked".to_owned())?
+    })
 }

@@ -24,7 +24,7 @@ use namegate::audit::chain::{self, CanonicalFields, ChainHasher, EVENT_VERSION, 
 use namegate::audit::event::CATEGORY;
 use rusqlite::{Connection, params};
 
-use super::storecost::{Run, event, per_event_us, thread_cpu_ns};
+use super::storecost::{Run, event, fresh_db, on_writer_thread, thread_cpu_ns};
 
 /// The columns, as the store's table has them (without its `CHECK` and `AUTOINCREMENT`).
 const COLUMNS: &str = "seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL, event_version TEXT NOT NULL, \
@@ -139,37 +139,23 @@ fn append(
 
 /// One run of a floor `variant`, measured like the store's variants.
 pub fn run(dir: &Path, variant: &str, events: u64, batch: usize) -> Result<Run, String> {
-    let path = dir.join(format!("store-cost-{variant}.db"));
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
+    let path = fresh_db(dir, variant);
     let variant = variant.to_owned();
-    std::thread::Builder::new()
-        .name("audit-writer".to_owned())
-        .spawn(move || -> Result<Run, String> {
-            let mut conn = open(&path, &variant).map_err(|e| e.to_string())?;
-            let hasher = ChainHasher::default();
-            let all: Vec<AuditEvent> = (0..events).map(|n| event(n, 64)).collect();
-            let mut tails = HashMap::new();
-            let mut canonical = String::new();
-            let before = thread_cpu_ns();
-            let started = Instant::now();
-            for chunk in all.chunks(batch) {
-                append(&mut conn, &hasher, &mut tails, &mut canonical, chunk)
-                    .map_err(|e| e.to_string())?;
-            }
-            let wall_s = started.elapsed().as_secs_f64();
-            let after = thread_cpu_ns();
-            conn.close().map_err(|(_, e)| e.to_string())?;
-            let per_event_us = per_event_us(&before, &after, events);
-            Ok(Run {
-                variant,
-                events,
-                wall_s,
-                per_event_us,
-            })
-        })
-        .map_err(|e| e.to_string())?
-        .join()
-        .map_err(|_| "the store-cost thread panicked".to_owned())?
+    on_writer_thread(move || {
+        let mut conn = open(&path, &variant).map_err(|e| e.to_string())?;
+        let hasher = ChainHasher::default();
+        let all: Vec<AuditEvent> = (0..events).map(|n| event(n, 64)).collect();
+        let mut tails = HashMap::new();
+        let mut canonical = String::new();
+        let before = thread_cpu_ns();
+        let started = Instant::now();
+        for chunk in all.chunks(batch) {
+            append(&mut conn, &hasher, &mut tails, &mut canonical, chunk)
+                .map_err(|e| e.to_string())?;
+        }
+        let wall_s = started.elapsed().as_secs_f64();
+        let after = thread_cpu_ns();
+        conn.close().map_err(|(_, e)| e.to_string())?;
+        Ok(Run::measured(variant, events, wall_s, &before, &after))
+    })
 }
